@@ -1,0 +1,337 @@
+"""One clip type for every source (BVH, AMASS, HumanML3D, KIT-ML), retargeting to SMPL-22,
+and the arrays of the ``mmar convert`` layout.
+
+A :class:`Clip` holds local joint rotations on its own skeleton, the root translation in
+metres (Y up, see ``docs/design.md``), the frame rate, labels and captions. Importers produce
+clips on the source skeleton; :meth:`Clip.retarget` maps them to SMPL-22 with a joint-name map
+that is plain data (:data:`JOINT_MAPS`), so a user can register a new skeleton.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mmar import geometry
+from mmar.errors import DataFormatError, ShapeError
+from mmar.skeleton import NUM_JOINTS, SMPL22_NAMES, SMPL22_PARENTS, SPARSE_JOINTS
+
+
+@dataclasses.dataclass(frozen=True)
+class Skeleton:
+    """Joint names, parent indices (parents precede children) and rest offsets in metres."""
+
+    names: tuple[str, ...]
+    parents: tuple[int, ...]
+    offsets: np.ndarray  # (J, 3)
+
+    def __post_init__(self):
+        offsets = np.asarray(self.offsets, np.float32)
+        object.__setattr__(self, "offsets", offsets)
+        object.__setattr__(self, "names", tuple(self.names))
+        object.__setattr__(self, "parents", tuple(int(p) for p in self.parents))
+        J = len(self.names)
+        if len(self.parents) != J or offsets.shape != (J, 3):
+            raise ShapeError(
+                f"skeleton with {J} names needs {J} parents and offsets of shape ({J}, 3), "
+                f"got {len(self.parents)} parents and offsets {offsets.shape}"
+            )
+        if self.parents[0] != -1 or any(not 0 <= p < j for j, p in enumerate(self.parents) if j):
+            raise ShapeError("skeleton parents must list every parent before its children, root -1")
+
+    @property
+    def num_joints(self) -> int:
+        return len(self.names)
+
+    def index(self, name: str) -> int:
+        try:
+            return self.names.index(name)
+        except ValueError:
+            raise KeyError(f"joint {name!r} not in skeleton {self.names}") from None
+
+
+def smpl22_skeleton(offsets: np.ndarray) -> Skeleton:
+    return Skeleton(SMPL22_NAMES, SMPL22_PARENTS, offsets)
+
+
+# A joint map lists, for each SMPL-22 joint in order, the source joint name, or a tuple
+# ("mid", a, b) for a joint placed at the midpoint of two source joints (its rotation is a's).
+JointSpec = str | tuple[str, str, str]
+
+JOINT_MAPS: dict[str, tuple[JointSpec, ...]] = {
+    "bandai": (
+        "Hips", "UpperLeg_L", "UpperLeg_R", "Spine", "LowerLeg_L", "LowerLeg_R",
+        ("mid", "Spine", "Chest"), "Foot_L", "Foot_R", "Chest", "Toes_L", "Toes_R", "Neck",
+        "Shoulder_L", "Shoulder_R", "Head", "UpperArm_L", "UpperArm_R", "LowerArm_L",
+        "LowerArm_R", "Hand_L", "Hand_R",
+    ),
+    "lafan1": (
+        "Hips", "LeftUpLeg", "RightUpLeg", "Spine", "LeftLeg", "RightLeg", "Spine1",
+        "LeftFoot", "RightFoot", "Spine2", "LeftToe", "RightToe", "Neck", "LeftShoulder",
+        "RightShoulder", "Head", "LeftArm", "RightArm", "LeftForeArm", "RightForeArm",
+        "LeftHand", "RightHand",
+    ),
+    "smpl22": SMPL22_NAMES,
+}
+
+
+def register_joint_map(name: str, mapping: Sequence[JointSpec]) -> None:
+    """Add a skeleton's joint-name map (22 entries in SMPL-22 order)."""
+    if len(mapping) != NUM_JOINTS:
+        raise ShapeError(f"joint map {name!r} needs {NUM_JOINTS} entries, got {len(mapping)}")
+    JOINT_MAPS[name] = tuple(mapping)
+
+
+def guess_joint_map(names: Sequence[str]) -> str:
+    """The first registered map whose source joints are all present in ``names``."""
+    have = set(names)
+    for key, mapping in JOINT_MAPS.items():
+        needed = set()
+        for spec in mapping:
+            needed |= set(spec[1:]) if isinstance(spec, tuple) else {spec}
+        if needed <= have:
+            return key
+    raise KeyError(f"no registered joint map fits the joints {sorted(have)}; use register_joint_map")
+
+
+@dataclasses.dataclass
+class Clip:
+    """A motion clip on some skeleton.
+
+    Attributes:
+      name: unique clip id (e.g. ``dataset-1_bow_active_001``).
+      skeleton: the clip's skeleton.
+      local_rot: ``(T, J, 3, 3)`` float32 local rotations.
+      root_pos: ``(T, 3)`` world position of joint 0 in metres.
+      fps: frames per second.
+      local_trans: optional ``(T, J, 3)`` per-frame joint translations (BVH position
+        channels) that replace the rest offsets; ``None`` uses ``skeleton.offsets``.
+      labels: free-form labels (``{"content": "walk", "style": "happy", ...}``).
+      texts: captions.
+      source: where the clip came from (path, archive member).
+    """
+
+    name: str
+    skeleton: Skeleton
+    local_rot: np.ndarray
+    root_pos: np.ndarray
+    fps: float
+    local_trans: np.ndarray | None = None
+    labels: dict[str, Any] = dataclasses.field(default_factory=dict)
+    texts: list[str] = dataclasses.field(default_factory=list)
+    source: str = ""
+
+    def __post_init__(self):
+        self.local_rot = np.asarray(self.local_rot, np.float32)
+        self.root_pos = np.asarray(self.root_pos, np.float32)
+        T, J = self.local_rot.shape[:2] if self.local_rot.ndim == 4 else (None, None)
+        if self.local_rot.ndim != 4 or self.local_rot.shape[1:] != (self.skeleton.num_joints, 3, 3):
+            raise ShapeError(
+                f"clip {self.name}: local_rot must be (T, {self.skeleton.num_joints}, 3, 3), "
+                f"got {self.local_rot.shape}"
+            )
+        if self.root_pos.shape != (T, 3):
+            raise ShapeError(f"clip {self.name}: root_pos must be ({T}, 3), got {self.root_pos.shape}")
+        if self.local_trans is not None:
+            self.local_trans = np.asarray(self.local_trans, np.float32)
+            if self.local_trans.shape != (T, J, 3):
+                raise ShapeError(
+                    f"clip {self.name}: local_trans must be ({T}, {J}, 3), got {self.local_trans.shape}"
+                )
+        if not (self.fps > 0):
+            raise ShapeError(f"clip {self.name}: fps must be positive, got {self.fps}")
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.local_rot.shape[0])
+
+    def _offsets(self) -> np.ndarray:
+        return self.skeleton.offsets if self.local_trans is None else self.local_trans
+
+    def global_transforms(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(global_rot (T, J, 3, 3), global_pos (T, J, 3))`` by forward kinematics."""
+        g_rot, g_pos = _fk(self.local_rot, self._offsets(), self.skeleton.parents, self.root_pos)
+        return np.asarray(g_rot), np.asarray(g_pos)
+
+    def joints(self) -> np.ndarray:
+        return self.global_transforms()[1]
+
+    def retarget(self, joint_map: str | Sequence[JointSpec] | None = None) -> "Clip":
+        """Map onto SMPL-22 by joint names. Global positions and rotations of mapped joints are
+        kept; local rotations are re-derived on the SMPL-22 tree; offsets are the rest offsets
+        composed along the source chain (per-frame translations are averaged into constant
+        offsets: bone lengths of a mocap skeleton are constant)."""
+        if isinstance(joint_map, str):
+            mapping = JOINT_MAPS[joint_map]
+        elif joint_map is None:
+            mapping = JOINT_MAPS[guess_joint_map(self.skeleton.names)]
+        else:
+            mapping = tuple(joint_map)
+        if len(mapping) != NUM_JOINTS:
+            raise ShapeError(f"joint map needs {NUM_JOINTS} entries, got {len(mapping)}")
+        g_rot, g_pos = self.global_transforms()
+        idx = self.skeleton.index
+        rots, poss = [], []
+        for spec in mapping:
+            if isinstance(spec, tuple):
+                kind, a, b = spec
+                if kind != "mid":
+                    raise ValueError(f"unknown joint spec {spec}")
+                rots.append(g_rot[:, idx(a)])
+                poss.append(0.5 * (g_pos[:, idx(a)] + g_pos[:, idx(b)]))
+            else:
+                rots.append(g_rot[:, idx(spec)])
+                poss.append(g_pos[:, idx(spec)])
+        G = np.stack(rots, 1)
+        P = np.stack(poss, 1)
+        local = np.asarray(geometry.global_to_local(G, SMPL22_PARENTS))
+        # offset[j] = G[parent]^T (P[j] - P[parent]); constant for rigid bones
+        par = np.array(SMPL22_PARENTS[1:])
+        rel = P[:, 1:] - P[:, par]
+        off = np.einsum("tjba,tjb->tja", G[:, par], rel)
+        offsets = np.concatenate([np.zeros((1, 3), np.float32), np.median(off, 0)], 0)
+        return Clip(
+            name=self.name,
+            skeleton=smpl22_skeleton(offsets),
+            local_rot=local,
+            root_pos=P[:, 0],
+            fps=self.fps,
+            labels=dict(self.labels),
+            texts=list(self.texts),
+            source=self.source,
+        )
+
+    def resample(self, fps: float) -> "Clip":
+        """Slerp rotations and linearly interpolate translations to a new frame rate."""
+        if abs(fps - self.fps) < 1e-6:
+            return self
+        rot = np.asarray(geometry.resample_rotations(self.local_rot, self.fps, fps))
+        root = np.asarray(geometry.resample_positions(self.root_pos, self.fps, fps))
+        trans = None
+        if self.local_trans is not None:
+            trans = np.asarray(geometry.resample_positions(self.local_trans, self.fps, fps))
+        return dataclasses.replace(self, local_rot=rot, root_pos=root, local_trans=trans, fps=float(fps))
+
+    def slice(self, start: int, stop: int) -> "Clip":
+        trans = None if self.local_trans is None else self.local_trans[start:stop]
+        return dataclasses.replace(
+            self, local_rot=self.local_rot[start:stop], root_pos=self.root_pos[start:stop],
+            local_trans=trans,
+        )
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The ``mmar convert`` arrays of a SMPL-22 clip (see docs/design.md)."""
+        if self.skeleton.names != SMPL22_NAMES:
+            raise ShapeError(f"clip {self.name}: retarget to SMPL-22 before exporting arrays")
+        g_rot, g_pos = self.global_transforms()
+        return {
+            "joints": g_pos.astype(np.float32),
+            "rot6d": np.asarray(geometry.matrix_to_rot6d(self.local_rot), np.float32),
+            "root": self.root_pos.astype(np.float32),
+            "sparse": np.asarray(sparse_features(g_rot, g_pos), np.float32),
+            "fps": np.asarray(self.fps, np.float32),
+            "offsets": self.skeleton.offsets.astype(np.float32),
+        }
+
+
+def _fk(local_rot, offsets, parents, root_pos):
+    return _fk_compiled(tuple(parents))(
+        jnp.asarray(local_rot), jnp.asarray(offsets, jnp.float32), jnp.asarray(root_pos)
+    )
+
+
+_FK_CACHE: dict[tuple[int, ...], Any] = {}
+
+
+def _fk_compiled(parents: tuple[int, ...]):
+    fn = _FK_CACHE.get(parents)
+    if fn is None:
+        fn = jax.jit(lambda r, o, p: geometry.forward_kinematics(r, o, parents, p))
+        _FK_CACHE[parents] = fn
+    return fn
+
+
+def sparse_features(global_rot, global_pos, joints: Sequence[int] = SPARSE_JOINTS):
+    """The 54-number AGRoL input per frame from SMPL-22 global rotations and positions.
+
+    Blocks, each over ``joints`` (head, left wrist, right wrist): global 6D (18), rotation
+    velocity ``R_{t-1}^T R_t`` in 6D (18), global position (9), position difference
+    ``p_t - p_{t-1}`` (9). Frame 0 gets identity / zero velocity (the first-frame rule).
+    Works on ``(T, 22, 3, 3)`` / ``(T, 22, 3)`` or with extra leading batch axes.
+    """
+    global_rot = jnp.asarray(global_rot)
+    global_pos = jnp.asarray(global_pos)
+    j = jnp.asarray(joints)
+    R = global_rot[..., j, :, :]
+    p = global_pos[..., j, :]
+    R_prev = jnp.concatenate([R[..., :1, :, :, :], R[..., :-1, :, :, :]], -4)
+    p_prev = jnp.concatenate([p[..., :1, :, :], p[..., :-1, :, :]], -3)
+    vel = jnp.swapaxes(R_prev, -1, -2) @ R
+    lead = R.shape[:-3]
+    return jnp.concatenate(
+        [
+            geometry.matrix_to_rot6d(R).reshape(lead + (-1,)),
+            geometry.matrix_to_rot6d(vel).reshape(lead + (-1,)),
+            p.reshape(lead + (-1,)),
+            (p - p_prev).reshape(lead + (-1,)),
+        ],
+        -1,
+    )
+
+
+SPARSE_SLICES = {
+    "rot6d": slice(0, 18),
+    "rotvel6d": slice(18, 36),
+    "pos": slice(36, 45),
+    "posdiff": slice(45, 54),
+}
+
+
+def save_arrays(path: str, clips: Mapping[str, Mapping[str, np.ndarray]]) -> None:
+    """Write ``{clip: {key: array}}`` as one npz with ``<clip>/<key>`` entries, atomically
+    (a temporary file renamed into place, so an existing file survives a failed write)."""
+    import os
+    import tempfile
+
+    flat = {}
+    for clip, arrays in clips.items():
+        if "/" in clip:
+            raise ValueError(f"clip name {clip!r} must not contain '/'")
+        for key, arr in arrays.items():
+            flat[f"{clip}/{key}"] = np.asarray(arr)
+    d = os.path.dirname(os.path.abspath(path)) or "."
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=d)
+    os.close(fd)
+    try:
+        np.savez(tmp, **flat)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def load_arrays(path: str) -> dict[str, dict[str, np.ndarray]]:
+    """Read an npz in the ``mmar convert`` layout back into ``{clip: {key: array}}``."""
+    import os
+    import zipfile
+
+    if not os.path.exists(path):
+        raise DataFormatError("file not found", path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            out: dict[str, dict[str, np.ndarray]] = {}
+            for k in z.files:
+                if "/" not in k:
+                    raise DataFormatError(f"key {k!r} is not of the form <clip>/<array>", path)
+                clip, key = k.rsplit("/", 1)
+                out.setdefault(clip, {})[key] = z[k]
+    except (zipfile.BadZipFile, ValueError, OSError) as e:
+        if isinstance(e, DataFormatError):
+            raise
+        raise DataFormatError(f"not a readable npz file ({e})", path) from e
+    return out

@@ -1,0 +1,5 @@
+import sys
+
+from mmar.cli import main
+
+sys.exit(main())

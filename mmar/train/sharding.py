@@ -1,0 +1,174 @@
+"""Device mesh, batch sharding and rule-based parameter sharding.
+
+The mesh always has the two axes ``('data', 'fsdp')``. The batch axis of every input is split
+over both axes (so all devices see a different slice of the global batch); parameters are
+replicated by default, or FSDP-style when ``fsdp=True``: each array with at least
+``min_size`` elements is split along its largest dimension divisible by the ``'fsdp'`` axis
+size (arrays with no such dimension stay replicated). The same rule is applied to the whole
+train state, so optimizer moments and EMA weights follow their parameters.
+
+Public API:
+
+- ``maybe_initialize_distributed() -> bool``: ``jax.distributed.initialize()`` when launched
+  multi-process (``JAX_COORDINATOR_ADDRESS`` plus ``JAX_NUM_PROCESSES``/``JAX_PROCESS_ID``, or
+  ``MMAR_DISTRIBUTED=1`` for cluster auto-detection such as SLURM); otherwise nothing.
+- ``make_mesh(num_devices=None, mesh_shape=None, fsdp=False) -> Mesh``
+- ``batch_sharding(mesh) -> NamedSharding``; ``replicated(mesh) -> NamedSharding``
+- ``fsdp_partition_spec(shape, fsdp_size, min_size) -> PartitionSpec`` (the rule, pure)
+- ``state_shardings(tree, mesh, fsdp=False, min_size=2**16)`` -> pytree of NamedSharding
+  (``tree`` may hold arrays or ``jax.ShapeDtypeStruct``)
+- ``shard_batch(batch, mesh)``: this process's slice of the batch -> global sharded arrays
+  via ``jax.make_array_from_process_local_data`` (works multi-host).
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from mmar.errors import ConfigError
+
+__all__ = [
+    "MESH_AXES",
+    "maybe_initialize_distributed",
+    "make_mesh",
+    "batch_sharding",
+    "replicated",
+    "fsdp_partition_spec",
+    "state_shardings",
+    "shard_batch",
+]
+
+MESH_AXES = ("data", "fsdp")
+BATCH_AXES = ("data", "fsdp")
+
+
+def maybe_initialize_distributed() -> bool:
+    """Initialise ``jax.distributed`` when this is one process of a multi-process launch.
+
+    Returns True when it initialised (or was already initialised). Call it before any other
+    JAX call. Single-process runs (no relevant environment variables) are left untouched.
+    """
+    if jax.distributed.is_initialized():
+        return True
+    coordinator = os.environ.get("JAX_COORDINATOR_ADDRESS")
+    num_processes = os.environ.get("JAX_NUM_PROCESSES")
+    process_id = os.environ.get("JAX_PROCESS_ID")
+    auto = os.environ.get("MMAR_DISTRIBUTED", "").lower() in ("1", "true", "yes")
+    if coordinator is None and not auto:
+        return False
+    if num_processes is not None and int(num_processes) <= 1 and not auto:
+        return False
+    kwargs: dict[str, Any] = {}
+    if coordinator is not None:
+        kwargs["coordinator_address"] = coordinator
+    if num_processes is not None:
+        kwargs["num_processes"] = int(num_processes)
+    if process_id is not None:
+        kwargs["process_id"] = int(process_id)
+    jax.distributed.initialize(**kwargs)
+    return True
+
+
+def _resolve_shape(n: int, mesh_shape: Sequence[int] | None, fsdp: bool) -> tuple[int, int]:
+    if mesh_shape is None:
+        return (1, n) if fsdp else (n, 1)
+    shape = [int(x) for x in mesh_shape]
+    if len(shape) != 2:
+        raise ConfigError(f"train.mesh_shape: expected 2 entries (data, fsdp), got {tuple(mesh_shape)}")
+    if shape.count(-1) > 1 or any(x == 0 or x < -1 for x in shape):
+        raise ConfigError(f"train.mesh_shape: invalid {tuple(mesh_shape)} (one entry may be -1)")
+    if -1 in shape:
+        known = math.prod(x for x in shape if x != -1)
+        if n % known:
+            raise ConfigError(f"train.mesh_shape: {tuple(mesh_shape)} does not divide {n} devices")
+        shape[shape.index(-1)] = n // known
+    if math.prod(shape) != n:
+        raise ConfigError(f"train.mesh_shape: {tuple(mesh_shape)} needs {math.prod(shape)} devices, have {n}")
+    return shape[0], shape[1]
+
+
+def make_mesh(
+    num_devices: int | None = None, mesh_shape: Sequence[int] | None = None, fsdp: bool = False
+) -> Mesh:
+    """A ``Mesh`` with axes ('data', 'fsdp') over all devices (or the first ``num_devices``).
+
+    ``mesh_shape`` is (data, fsdp), one entry may be -1; the default puts every device on
+    'data', or on 'fsdp' when ``fsdp`` is True.
+    """
+    devices = jax.devices()
+    if num_devices is not None:
+        if not 1 <= num_devices <= len(devices):
+            raise ConfigError(f"train.num_devices: {num_devices} requested, {len(devices)} available")
+        if jax.process_count() > 1 and num_devices != len(devices):
+            raise ConfigError("train.num_devices: must use all devices in a multi-process run")
+        devices = devices[:num_devices]
+    shape = _resolve_shape(len(devices), mesh_shape, fsdp)
+    try:
+        from jax.experimental import mesh_utils
+
+        arr = mesh_utils.create_device_mesh(shape, devices=devices)
+    except Exception:  # noqa: BLE001 - odd topologies / subsets: plain order is fine
+        arr = np.asarray(devices, dtype=object).reshape(shape)
+    return Mesh(arr, MESH_AXES)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading (batch) axis split over both mesh axes, other axes replicated."""
+    return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def fsdp_partition_spec(shape: Sequence[int], fsdp_size: int, min_size: int = 2**16) -> P:
+    """The FSDP rule: shard the largest dim divisible by ``fsdp_size`` of arrays >= min_size."""
+    if fsdp_size <= 1 or len(shape) == 0 or math.prod(shape) < min_size:
+        return P()
+    # Largest dimension first; ties go to the last such axis (usually the output features).
+    order = sorted(range(len(shape)), key=lambda i: (shape[i], i), reverse=True)
+    for i in order:
+        if shape[i] % fsdp_size == 0:
+            spec: list[Any] = [None] * len(shape)
+            spec[i] = "fsdp"
+            return P(*spec)
+    return P()
+
+
+def state_shardings(tree: Any, mesh: Mesh, fsdp: bool = False, min_size: int = 2**16) -> Any:
+    """NamedSharding for every leaf of ``tree``: replicated, or by the FSDP rule."""
+    fsdp_size = mesh.shape["fsdp"] if fsdp else 1
+
+    def one(x: Any) -> NamedSharding:
+        shape = getattr(x, "shape", ())
+        return NamedSharding(mesh, fsdp_partition_spec(shape, fsdp_size, min_size))
+
+    return jax.tree_util.tree_map(one, tree)
+
+
+def shard_batch(batch: Any, mesh: Mesh) -> Any:
+    """Turn this process's part of the global batch into globally sharded ``jax.Array``s.
+
+    Each process passes its local slice (global batch / process count rows); the leading axis
+    must divide evenly over the devices of the mesh.
+    """
+    sharding = batch_sharding(mesh)
+    n_shards = mesh.shape["data"] * mesh.shape["fsdp"]
+
+    def one(x: Any) -> jax.Array:
+        x = np.asarray(x)
+        if x.ndim == 0:
+            raise ConfigError("batch leaves must have a leading batch axis (got a scalar)")
+        global_rows = x.shape[0] * jax.process_count()
+        if global_rows % n_shards:
+            raise ConfigError(
+                f"train.batch_size: global batch {global_rows} is not divisible by the {n_shards} devices of the mesh"
+            )
+        return jax.make_array_from_process_local_data(sharding, x)
+
+    return jax.tree_util.tree_map(one, batch)

@@ -1,0 +1,179 @@
+"""Configs as code: loading, --set overrides, saving and reloading (mmar.train.config)."""
+from __future__ import annotations
+
+import json
+import textwrap
+import types
+
+import pytest
+
+import _toy_task
+from mmar.errors import ConfigError
+from mmar.train import load_config
+from mmar.train.config import (
+    Config,
+    OptimConfig,
+    TrainConfig,
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    load_saved_config,
+    save_config,
+)
+
+EXPERIMENT = textwrap.dedent(
+    """
+    import dataclasses
+    from mmar.train.config import Config, OptimConfig, TrainConfig
+
+    @dataclasses.dataclass
+    class ModelConfig:
+        width: int = 64
+        dropout: float = 0.1
+        depths: tuple[int, ...] = (2, 2)
+        names: list[str] = dataclasses.field(default_factory=lambda: ["a", "b"])
+        act: str = "gelu"
+        norm: bool = True
+        heads: int | None = None
+        extra: dict = dataclasses.field(default_factory=dict)
+
+    @dataclasses.dataclass
+    class DataConfig:
+        path: str = "data/x.npz"
+        window: int = 64
+
+    def get_config():
+        return Config(name="exp", model=ModelConfig(), data=DataConfig(),
+                      optim=OptimConfig(lr=3e-4), train=TrainConfig(steps=100))
+    """
+)
+
+
+@pytest.fixture
+def exp_file(tmp_path):
+    p = tmp_path / "exp.py"
+    p.write_text(EXPERIMENT)
+    return p
+
+
+def test_load_config_and_overrides(exp_file):
+    cfg = load_config(exp_file)
+    assert cfg.name == "exp" and cfg.model.width == 64 and cfg.optim.lr == 3e-4 and cfg.train.steps == 100
+    cfg = load_config(
+        str(exp_file),
+        [
+            "model.width=128",
+            "model.dropout=0",
+            "model.depths=1,2,3",
+            "model.names=[\"x\", \"y\", \"z\"]",
+            "model.act=relu",
+            "model.norm=false",
+            "model.heads=8",
+            "model.extra={\"k\": 1}",
+            "--set data.path=/tmp/a=b.npz",
+            "optim.lr=1e-3",
+            "optim.ema_decay=0.999",
+            "optim.grad_clip=none",
+            "optim.boundaries=[100, 200]",
+            "train.fsdp=True",
+            "train.mesh_shape=2,-1",
+            "train.best_metric=val/mpjpe",
+            "train.steps=2e3",
+        ],
+    )
+    m = cfg.model
+    assert m.width == 128 and isinstance(m.width, int)
+    assert m.dropout == 0.0 and isinstance(m.dropout, float)
+    assert m.depths == (1, 2, 3)
+    assert m.names == ["x", "y", "z"]
+    assert m.act == "relu" and m.norm is False and m.heads == 8 and m.extra == {"k": 1}
+    assert cfg.data.path == "/tmp/a=b.npz"
+    assert cfg.optim.lr == 1e-3 and cfg.optim.ema_decay == 0.999 and cfg.optim.grad_clip is None
+    assert cfg.optim.boundaries == (100, 200)
+    assert cfg.train.fsdp is True and cfg.train.mesh_shape == (2, -1) and cfg.train.steps == 2000
+    assert cfg.train.best_metric == "val/mpjpe"
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("model.widht=3", "model.widht"),
+        ("nope.x=3", "nope"),
+        ("model.width=abc", "model.width"),
+        ("model.width=1.5", "model.width"),
+        ("model.norm=maybe", "model.norm"),
+        ("model.depths=1,x", "model.depths"),
+        ("optim.lr=None", "optim.lr"),
+        ("model=3", "model"),
+        ("model.width.x=3", "model.width"),
+        ("train.steps", "train.steps"),
+        ("model.extra=[1]", "model.extra"),
+    ],
+)
+def test_bad_overrides_name_the_key(exp_file, override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(exp_file, [override])
+
+
+def test_load_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="missing.py"):
+        load_config(tmp_path / "missing.py")
+    with pytest.raises(ConfigError, match="no_such_experiment"):
+        load_config("no_such_experiment")
+    bad = tmp_path / "bad.py"
+    bad.write_text("x = 1\n")
+    with pytest.raises(ConfigError, match="get_config"):
+        load_config(bad)
+    broken = tmp_path / "broken.py"
+    broken.write_text("raise RuntimeError('boom')\n")
+    with pytest.raises(ConfigError, match="boom"):
+        load_config(broken)
+
+
+def test_load_config_from_module_object():
+    mod = types.ModuleType("toy_exp")
+    mod.get_config = lambda: _toy_task.toy_config()
+    cfg = load_config(mod, ["model.width=4", "train.steps=3"])
+    assert cfg.model.width == 4 and cfg.train.steps == 3
+
+
+def test_save_and_reload(tmp_path, exp_file):
+    cfg = load_config(exp_file, ["model.width=32", "model.depths=4,4"])
+    path = save_config(cfg, tmp_path / "work")
+    payload = json.loads(path.read_text())
+    assert payload["overrides"] == ["model.width=32", "model.depths=4,4"]
+    assert payload["config"]["model"]["depths"] == [4, 4]
+    assert payload["classes"][""].endswith(":Config")
+    # With the experiment's own config as base, types (tuples) come back exactly.
+    again, overrides = load_saved_config(tmp_path / "work", base=load_config(exp_file))
+    assert again == cfg and overrides == payload["overrides"]
+    # Without a base, importable classes are rebuilt (a config file loaded by path is importable
+    # only within the process that loaded it; elsewhere its sections become namespaces).
+    loose, _ = load_saved_config(tmp_path / "work")
+    assert isinstance(loose, Config) and isinstance(loose.optim, OptimConfig)
+    assert loose.model.width == 32 and tuple(loose.model.depths) == (4, 4)
+    payload["classes"]["model"] = "not_a_module:ModelConfig"
+    (tmp_path / "work" / "config.json").write_text(json.dumps(payload))
+    ns, _ = load_saved_config(tmp_path / "work")
+    assert isinstance(ns.model, types.SimpleNamespace) and ns.model.width == 32
+    # Importable dataclasses (here tests/_toy_task.py) round-trip without a base.
+    toy = _toy_task.toy_config(steps=7)
+    toy.train.mesh_shape = (1, -1)
+    save_config(toy, tmp_path / "toy", overrides=["train.steps=7"])
+    back, ov = load_saved_config(tmp_path / "toy")
+    assert back == toy and ov == ["train.steps=7"]
+    assert isinstance(back.model, _toy_task.ToyModelConfig) and back.train.mesh_shape == (1, -1)
+
+
+def test_config_dict_round_trip():
+    cfg = Config(name="x", optim=OptimConfig(boundaries=(3, 5)), train=TrainConfig(mesh_shape=(2, 4)))
+    d = config_to_dict(cfg)
+    json.dumps(d)
+    assert d["optim"]["boundaries"] == [3, 5]
+    assert config_from_dict(d) == cfg
+    assert config_from_dict({"train": {"steps": 9}}, base=cfg).train.steps == 9
+    with pytest.raises(ConfigError, match="train.nope"):
+        config_from_dict({"train": {"nope": 1}}, base=cfg)
+    # apply_overrides works on any dataclass config in place
+    apply_overrides(cfg, ["train.keep_checkpoints=7"])
+    assert cfg.train.keep_checkpoints == 7

@@ -206,14 +206,7 @@ class Clip:
 
     def resample(self, fps: float) -> "Clip":
         """Slerp rotations and linearly interpolate translations to a new frame rate."""
-        if abs(fps - self.fps) < 1e-6:
-            return self
-        rot = np.asarray(geometry.resample_rotations(self.local_rot, self.fps, fps))
-        root = np.asarray(geometry.resample_positions(self.root_pos, self.fps, fps))
-        trans = None
-        if self.local_trans is not None:
-            trans = np.asarray(geometry.resample_positions(self.local_trans, self.fps, fps))
-        return dataclasses.replace(self, local_rot=rot, root_pos=root, local_trans=trans, fps=float(fps))
+        return resample_clips([self], fps)[0]
 
     def slice(self, start: int, stop: int) -> "Clip":
         trans = None if self.local_trans is None else self.local_trans[start:stop]
@@ -224,23 +217,24 @@ class Clip:
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The ``mmar convert`` arrays of a SMPL-22 clip (see docs/design.md)."""
-        if self.skeleton.names != SMPL22_NAMES:
-            raise ShapeError(f"clip {self.name}: retarget to SMPL-22 before exporting arrays")
-        g_rot, g_pos = self.global_transforms()
-        return {
-            "joints": g_pos.astype(np.float32),
-            "rot6d": np.asarray(geometry.matrix_to_rot6d(self.local_rot), np.float32),
-            "root": self.root_pos.astype(np.float32),
-            "sparse": np.asarray(sparse_features(g_rot, g_pos), np.float32),
-            "fps": np.asarray(self.fps, np.float32),
-            "offsets": self.skeleton.offsets.astype(np.float32),
-        }
+        return clips_to_arrays([self])[0]
 
 
 def _fk(local_rot, offsets, parents, root_pos):
-    return _fk_compiled(tuple(parents))(
-        jnp.asarray(local_rot), jnp.asarray(offsets, jnp.float32), jnp.asarray(root_pos)
-    )
+    """FK of one clip, padded to a multiple of 256 frames so clip lengths share compilations."""
+    T = local_rot.shape[0]
+    pad = (-T) % 256
+    local_rot = np.asarray(local_rot, np.float32)
+    offsets = np.asarray(offsets, np.float32)
+    root_pos = np.asarray(root_pos, np.float32)
+    if pad:
+        local_rot = np.concatenate([local_rot, np.broadcast_to(np.eye(3, dtype=np.float32),
+                                                               (pad,) + local_rot.shape[1:])])
+        root_pos = np.concatenate([root_pos, np.zeros((pad, 3), np.float32)])
+        if offsets.ndim == 3:
+            offsets = np.concatenate([offsets, np.zeros((pad,) + offsets.shape[1:], np.float32)])
+    g_rot, g_pos = _fk_compiled(tuple(parents))(local_rot, offsets, root_pos)
+    return np.asarray(g_rot)[:T], np.asarray(g_pos)[:T]
 
 
 _FK_CACHE: dict[tuple[int, ...], Any] = {}
@@ -334,4 +328,163 @@ def load_arrays(path: str) -> dict[str, dict[str, np.ndarray]]:
         if isinstance(e, DataFormatError):
             raise
         raise DataFormatError(f"not a readable npz file ({e})", path) from e
+    return out
+
+
+_FK_CHUNK = 2048
+
+
+# --------------------------------------------------------------------------
+# computing the arrays of many clips at once
+# --------------------------------------------------------------------------
+
+_FK_FN = None
+
+
+def _fk_chunk_fn():
+    """One jitted function over a fixed chunk of frames (a single compilation, whatever the
+    clip lengths): global rotations and positions, and local 6D rotations."""
+    global _FK_FN
+    if _FK_FN is None:
+        def fn(local_rot, offsets, root):
+            g_rot, g_pos = geometry.forward_kinematics(local_rot, offsets, SMPL22_PARENTS, root)
+            sp = np.asarray(SPARSE_JOINTS)
+            return g_pos, geometry.matrix_to_rot6d(local_rot), g_rot[:, sp], g_pos[:, sp]
+
+        _FK_FN = jax.jit(fn)
+    return _FK_FN
+
+
+def clips_to_arrays(clips: Sequence[Any], progress: bool = False) -> list[dict[str, np.ndarray]]:
+    """The ``mmar convert`` arrays (``joints``, ``rot6d``, ``root``, ``sparse``, ``fps``,
+    ``offsets``) of many SMPL-22 clips, equal to ``[c.to_arrays() for c in clips]`` but
+    computed on concatenated frames in fixed-size chunks, so that clips of different lengths
+    share one compiled function instead of compiling once per length."""
+    if not clips:
+        return []
+    for c in clips:
+        if c.skeleton.names != SMPL22_NAMES:
+            raise ShapeError(f"clip {c.name}: retarget to SMPL-22 before exporting arrays")
+        if c.num_frames < 1:
+            raise ShapeError(f"clip {c.name}: has no frames")
+    lengths = np.array([c.num_frames for c in clips], np.int64)
+    bounds = np.concatenate([[0], np.cumsum(lengths)])
+    N = int(bounds[-1])
+    fn = _fk_chunk_fn()
+    joints = np.empty((N, NUM_JOINTS, 3), np.float32)
+    rot6d = np.empty((N, NUM_JOINTS, 6), np.float32)
+    s_rot = np.empty((N, len(SPARSE_JOINTS), 3, 3), np.float32)
+    s_pos = np.empty((N, len(SPARSE_JOINTS), 3), np.float32)
+    # Fill fixed-size chunks; a clip may straddle chunks (FK is per frame).
+    ci, fi = 0, 0  # current clip and frame within it
+    starts = range(0, N, _FK_CHUNK)
+    if progress:
+        from tqdm import tqdm
+
+        starts = tqdm(starts, desc="forward kinematics", unit="chunk")
+    for s in starts:
+        n = min(_FK_CHUNK, N - s)
+        rot = np.tile(np.eye(3, dtype=np.float32), (_FK_CHUNK, NUM_JOINTS, 1, 1))
+        off = np.zeros((_FK_CHUNK, NUM_JOINTS, 3), np.float32)
+        root = np.zeros((_FK_CHUNK, 3), np.float32)
+        k = 0
+        while k < n:
+            c = clips[ci]
+            m = min(n - k, c.num_frames - fi)
+            rot[k:k + m] = c.local_rot[fi:fi + m]
+            root[k:k + m] = c.root_pos[fi:fi + m]
+            off[k:k + m] = c.skeleton.offsets if c.local_trans is None else c.local_trans[fi:fi + m]
+            k += m
+            fi += m
+            if fi == c.num_frames:
+                ci, fi = ci + 1, 0
+        out = fn(rot, off, root)
+        joints[s:s + n], rot6d[s:s + n], s_rot[s:s + n], s_pos[s:s + n] = (
+            np.asarray(o)[:n] for o in out
+        )
+    sparse = np.asarray(sparse_features(s_rot, s_pos, joints=tuple(range(len(SPARSE_JOINTS)))),
+                        np.float32).copy()
+    # First-frame rule at every clip start: identity rotation velocity, zero position step.
+    first = bounds[:-1]
+    ident6 = np.tile(np.array([1, 0, 0, 0, 1, 0], np.float32), len(SPARSE_JOINTS))
+    sparse[first, SPARSE_SLICES["rotvel6d"]] = ident6
+    sparse[first, SPARSE_SLICES["posdiff"]] = 0.0
+    out = []
+    for i, c in enumerate(clips):
+        a, b = bounds[i], bounds[i + 1]
+        out.append({
+            "joints": joints[a:b],
+            "rot6d": rot6d[a:b],
+            "root": c.root_pos.astype(np.float32),
+            "sparse": sparse[a:b],
+            "fps": np.asarray(c.fps, np.float32),
+            "offsets": c.skeleton.offsets.astype(np.float32),
+        })
+    return out
+
+
+_SLERP_FN = None
+
+
+def _slerp_chunk_fn():
+    global _SLERP_FN
+    if _SLERP_FN is None:
+        def fn(r0, r1, w):
+            q0 = geometry.matrix_to_quaternion(r0)
+            q1 = geometry.matrix_to_quaternion(r1)
+            return geometry.quaternion_to_matrix(geometry.slerp(q0, q1, w[:, None, None]))
+
+        _SLERP_FN = jax.jit(fn)
+    return _SLERP_FN
+
+
+def resample_clips(clips: Sequence[Any], fps: float) -> list[Any]:
+    """``[c.resample(fps) for c in clips]`` (slerp of rotations, linear translations, the same
+    sample times as :func:`mmar.geometry.resample_rotations`) computed on concatenated frames
+    in fixed-size chunks: one compilation for any number of clip lengths."""
+    fps = float(fps)
+    todo = [i for i, c in enumerate(clips) if abs(c.fps - fps) >= 1e-6]
+    out = list(clips)
+    if not todo:
+        return out
+    i0s, i1s, ws, bounds = [], [], [], [0]
+    base = 0
+    for i in todo:
+        c = clips[i]
+        T = c.num_frames
+        n_out = geometry.resample_length(T, c.fps, fps)
+        t = np.arange(n_out, dtype=np.float32) * np.float32(c.fps / fps)
+        i0 = np.clip(np.floor(t + np.float32(1e-5)).astype(np.int64), 0, T - 1)
+        i1 = np.minimum(i0 + 1, T - 1)
+        w = np.clip(t - i0.astype(np.float32), 0.0, 1.0).astype(np.float32)
+        i0s.append(base + i0)
+        i1s.append(base + i1)
+        ws.append(w)
+        base += T
+        bounds.append(bounds[-1] + n_out)
+    rot = np.concatenate([clips[i].local_rot for i in todo])
+    i0, i1, w = np.concatenate(i0s), np.concatenate(i1s), np.concatenate(ws)
+    N, J = len(w), rot.shape[1]
+    new_rot = np.empty((N, J, 3, 3), np.float32)
+    fn = _slerp_chunk_fn()
+    for s in range(0, N, _FK_CHUNK):
+        n = min(_FK_CHUNK, N - s)
+        a = np.tile(np.eye(3, dtype=np.float32), (_FK_CHUNK, J, 1, 1))
+        b = a.copy()
+        ww = np.zeros(_FK_CHUNK, np.float32)
+        a[:n], b[:n], ww[:n] = rot[i0[s:s + n]], rot[i1[s:s + n]], w[s:s + n]
+        new_rot[s:s + n] = np.asarray(fn(a, b, ww))[:n]
+
+    def lerp(x, lo, hi, wk):
+        wk = wk.reshape((-1,) + (1,) * (x.ndim - 1))
+        return (x[lo] * (1 - wk) + x[hi] * wk).astype(np.float32)
+
+    for k, i in enumerate(todo):
+        c = clips[i]
+        lo, hi = bounds[k], bounds[k + 1]
+        off = int(i0s[k][0]) if len(i0s[k]) else 0
+        l0, l1 = i0s[k] - off, i1s[k] - off
+        trans = None if c.local_trans is None else lerp(c.local_trans, l0, l1, ws[k])
+        out[i] = dataclasses.replace(c, local_rot=new_rot[lo:hi], root_pos=lerp(c.root_pos, l0, l1, ws[k]),
+                                     local_trans=trans, fps=fps)
     return out

@@ -248,7 +248,7 @@ class AmassConfig(tfds.core.BuilderConfig):
     use_betas: bool = False
     test_fraction: float = 0.1
     seed: int = 0
-    frame: str = "swap"
+    frame: str = "humanml3d"
 
 
 def _amass_subset(rel: str) -> str:

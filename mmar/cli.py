@@ -42,8 +42,6 @@ def _kind_of(path: str, kind: str | None) -> str:
 
 def _load_inputs(inputs, args):
     """Clips (SMPL-22) from every input, grouped by format; returns (clips, errors)."""
-    from mmar.data.clip import guess_joint_map
-
     clips, errors = [], []
     bvh = [i for i in inputs if _kind_of(i, None if args.kind in (None, "bvh") else args.kind) == "bvh"]
     amass = [i for i in inputs if i not in bvh and _kind_of(i, args.kind) == "amass"]
@@ -51,14 +49,11 @@ def _load_inputs(inputs, args):
     if bvh:
         from mmar.data.sources import load_clips
 
+        # retargeting to SMPL-22 happens in the worker processes (joint map guessed by names)
         src_clips, errs = load_clips(bvh, scale=args.scale, workers=args.workers, progress=True,
-                                     on_error="warn")
+                                     on_error="ignore", retarget="auto")  # reported below
         errors.extend(errs)
-        for c in src_clips:
-            try:
-                clips.append(c.retarget(guess_joint_map(c.skeleton.names)))
-            except (KeyError, MmarError) as e:
-                errors.append(f"{c.source or c.name}: {e}")
+        clips.extend(src_clips)
     if amass:
         if not args.body_model:
             raise MmarError("AMASS input needs --body-model SMPLH.npz (the licensed SMPL-H model file)")
@@ -94,13 +89,15 @@ def cmd_convert(args) -> int:
         print(f"error: {e}", file=sys.stderr)
     if not clips:
         raise MmarError("no clip converted")
-    out = {}
-    for c in clips:
-        if args.fps and abs(c.fps - args.fps) > 1e-6:
-            c = c.resample(args.fps)
-        if c.name in out:
-            raise MmarError(f"two inputs give a clip named {c.name!r}")
-        out[c.name] = c.to_arrays()
+    from mmar.data.clip import clips_to_arrays, resample_clips
+
+    if args.fps:
+        clips = resample_clips(clips, args.fps)
+    names = [c.name for c in clips]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise MmarError(f"several inputs give clips named {dup[:5]}")
+    out = dict(zip(names, clips_to_arrays(clips, progress=True)))
     save_arrays(args.out, out)
     frames = sum(int(v["joints"].shape[0]) for v in out.values())
     print(json.dumps({"out": args.out, "clips": len(out), "frames": frames, "errors": len(errors)}))

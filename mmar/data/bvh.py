@@ -1,0 +1,898 @@
+"""A fast BVH reader and writer.
+
+:func:`parse_bvh` turns BVH text into a :class:`mmar.data.clip.Clip` on the file's own
+skeleton:
+
+* any rotation channel order per joint (``Zrotation Xrotation Yrotation`` means
+  ``R = Rz(a0) Rx(a1) Ry(a2)``, angles in degrees, as in ``docs/design.md``); joints with
+  fewer than three rotation channels rotate about the axes they list;
+* position channels on any joint: they replace that joint's ``OFFSET`` for the frame. The
+  root's go to ``Clip.root_pos``; when any other joint has position channels the per-frame
+  translations of every joint are stored in ``Clip.local_trans`` (``OFFSET`` where a joint has
+  none);
+* ``End Site`` blocks are read and dropped (they carry no channels);
+* CRLF or LF line endings, tabs or runs of spaces;
+* ``Frame Time`` becomes ``fps``: ``1 / frame_time`` rounded to the nearest integer when it is
+  within ``1e-3`` of one, or when the frame time is that integer rate's period written with six
+  decimals (``0.0333333`` gives exactly ``30.0``, ``0.008333`` gives ``120.0``);
+* ``scale`` multiplies every length (Bandai Namco files are in centimetres: ``scale=0.01``).
+
+The MOTION block is converted by numpy in one call and the Euler angles of the whole clip are
+turned into matrices at once (float64 numpy, cast to float32), so a clip of a few hundred
+frames parses in a few milliseconds. Malformed input raises
+:class:`mmar.errors.DataFormatError` naming the file and the 1-based line.
+
+The numpy-only core (:func:`parse_bvh_arrays`) imports neither JAX nor
+:mod:`mmar.data.clip`, so worker processes of :mod:`mmar.data.sources` start quickly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import os
+import re
+import warnings
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from mmar.errors import DataFormatError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mmar.data.clip import Clip
+
+__all__ = [
+    "BvhData",
+    "parse_bvh",
+    "parse_bvh_arrays",
+    "read_bvh",
+    "write_bvh",
+    "euler_to_matrix_np",
+    "matrix_to_euler_np",
+    "forward_kinematics_np",
+    "fps_from_frame_time",
+]
+
+_ROT_CHANNELS = {"xrotation": "X", "yrotation": "Y", "zrotation": "Z"}
+_POS_CHANNELS = {"xposition": 0, "yposition": 1, "zposition": 2}
+_MOTION_RE = re.compile(r"^[ \t]*MOTION[ \t]*\r?$", re.M)
+
+
+@dataclasses.dataclass
+class BvhData:
+    """The arrays of a parsed BVH file (numpy only; see :func:`parse_bvh_arrays`).
+
+    ``local_rot`` is float32 ``(T, J, 3, 3)``; ``root_pos`` ``(T, 3)``; ``local_trans``
+    ``(T, J, 3)`` or ``None``; lengths already multiplied by ``scale``. ``channels`` lists
+    each joint's channel names as written in the file.
+    """
+
+    names: tuple[str, ...]
+    parents: tuple[int, ...]
+    offsets: np.ndarray
+    channels: tuple[tuple[str, ...], ...]
+    local_rot: np.ndarray
+    root_pos: np.ndarray
+    local_trans: np.ndarray | None
+    fps: float
+    frame_time: float
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.local_rot.shape[0])
+
+    def global_transforms(self) -> tuple[np.ndarray, np.ndarray]:
+        """Forward kinematics in float64 numpy: ``(global_rot (T,J,3,3), global_pos (T,J,3))``."""
+        offs = self.offsets if self.local_trans is None else self.local_trans
+        return forward_kinematics_np(self.local_rot, offs, self.parents, self.root_pos)
+
+    def retarget(self, mapping: Sequence, names: Sequence[str], parents: Sequence[int]) -> "BvhData":
+        """numpy twin of :meth:`mmar.data.clip.Clip.retarget` (same rules, float64 inside):
+        ``mapping`` lists, for each target joint, a source joint name or ``("mid", a, b)``.
+        Global rotations and positions of mapped joints are kept, local rotations re-derived
+        on the target tree, offsets are the per-frame bone vectors' median over time."""
+        g_rot, g_pos = self.global_transforms()
+        idx = {n: i for i, n in enumerate(self.names)}
+
+        def col(n):
+            try:
+                return idx[n]
+            except KeyError:
+                raise KeyError(f"joint {n!r} not in skeleton {self.names}") from None
+
+        rots, poss = [], []
+        for spec in mapping:
+            if isinstance(spec, tuple):
+                kind, a, b = spec
+                if kind != "mid":
+                    raise ValueError(f"unknown joint spec {spec}")
+                rots.append(g_rot[:, col(a)])
+                poss.append(0.5 * (g_pos[:, col(a)] + g_pos[:, col(b)]))
+            else:
+                rots.append(g_rot[:, col(spec)])
+                poss.append(g_pos[:, col(spec)])
+        G = np.stack(rots, 1)
+        P = np.stack(poss, 1)
+        par = np.asarray(parents[1:], np.int64)
+        Gp_T = np.swapaxes(G[:, par], -1, -2)
+        local = np.concatenate([G[:, :1], matmul3(Gp_T, G[:, 1:])], 1)
+        off = matvec3(Gp_T, P[:, 1:] - P[:, par])
+        offsets = np.concatenate([np.zeros((1, 3)), np.median(off, 0)], 0)
+        return BvhData(
+            names=tuple(names),
+            parents=tuple(int(p) for p in parents),
+            offsets=offsets.astype(np.float32),
+            channels=(),
+            local_rot=local.astype(np.float32),
+            root_pos=P[:, 0].astype(np.float32),
+            local_trans=None,
+            fps=self.fps,
+            frame_time=self.frame_time,
+        )
+
+    def resample(self, fps: float) -> "BvhData":
+        """numpy twin of :meth:`mmar.data.clip.Clip.resample`: slerp rotations, lerp
+        translations onto the same time grid as :mod:`mmar.geometry`'s resampling."""
+        fps = float(fps)
+        if abs(fps - self.fps) < 1e-6:
+            return self
+        i0, i1, w = _resample_index_np(self.num_frames, self.fps, fps)
+
+        def lerp(x):
+            ww = w.reshape((-1,) + (1,) * (x.ndim - 1))
+            return (x[i0] * (1 - ww) + x[i1] * ww).astype(np.float32)
+
+        q = matrix_to_quaternion_np(self.local_rot)
+        rot = quaternion_to_matrix_np(slerp_np(q[i0], q[i1], w.reshape((-1,) + (1,) * (q.ndim - 1))))
+        return dataclasses.replace(
+            self, local_rot=rot.astype(np.float32), root_pos=lerp(self.root_pos),
+            local_trans=None if self.local_trans is None else lerp(self.local_trans),
+            fps=fps, frame_time=1.0 / fps,
+        )
+
+    def to_clip(self, name: str, source: str = "", labels: dict | None = None) -> "Clip":
+        from mmar.data.clip import Clip, Skeleton
+
+        return Clip(
+            name=name,
+            skeleton=Skeleton(self.names, self.parents, self.offsets),
+            local_rot=self.local_rot,
+            root_pos=self.root_pos,
+            fps=self.fps,
+            local_trans=self.local_trans,
+            labels=dict(labels or {}),
+            source=source,
+        )
+
+
+# --------------------------------------------------------------------------
+# rotations (numpy, float64)
+# --------------------------------------------------------------------------
+
+def _poly_mul(a: dict, b: dict) -> dict:
+    out: dict = {}
+    for ma, ca in a.items():
+        for mb, cb in b.items():
+            m = tuple(sorted(ma + mb))
+            out[m] = out.get(m, 0.0) + ca * cb
+    return {m: c for m, c in out.items() if c != 0.0}
+
+
+@functools.lru_cache(maxsize=None)
+def _euler_terms(order: str):
+    """Closed form of ``R_a0 R_a1 R_a2``: per entry, a tuple of ``(coef, factors)`` where
+    factors name ``("c", k)`` / ``("s", k)`` (cosine / sine of angle k)."""
+    one, zero = {(): 1.0}, {}
+
+    def elem(axis: str, k: int):
+        c, s, ns = {(("c", k),): 1.0}, {(("s", k),): 1.0}, {(("s", k),): -1.0}
+        if axis == "X":
+            return [[one, zero, zero], [zero, c, ns], [zero, s, c]]
+        if axis == "Y":
+            return [[c, zero, s], [zero, one, zero], [ns, zero, c]]
+        return [[c, ns, zero], [s, c, zero], [zero, zero, one]]
+
+    def mul(A, B):
+        C = []
+        for i in range(3):
+            row = []
+            for k in range(3):
+                acc: dict = {}
+                for j in range(3):
+                    for m, cf in _poly_mul(A[i][j], B[j][k]).items():
+                        acc[m] = acc.get(m, 0.0) + cf
+                row.append({m: cf for m, cf in acc.items() if cf != 0.0})
+            C.append(row)
+        return C
+
+    M = mul(mul(elem(order[0], 0), elem(order[1], 1)), elem(order[2], 2))
+    return tuple(tuple(tuple((cf, m) for m, cf in M[i][k].items()) for k in range(3)) for i in range(3))
+
+
+def matmul3(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Batched ``a @ b`` of ``(..., 3, 3)`` arrays."""
+    return np.matmul(a, b)
+
+
+def matvec3(a: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Batched ``a @ v`` of ``(..., 3, 3)`` and ``(..., 3)``."""
+    return np.einsum("...ij,...j->...i", a, v)
+
+
+def euler_to_matrix_np(angles: np.ndarray, order: str, degrees: bool = True) -> np.ndarray:
+    """numpy twin of :func:`mmar.geometry.euler_to_matrix` (float64): ``(..., 3)`` angles in
+    channel order -> ``R = R_a0 @ R_a1 @ R_a2``. ``degrees`` defaults to True (BVH).
+    Evaluated in closed form (a few products per entry), not as matrix products."""
+    order = order.upper()
+    if len(order) != 3 or any(a not in "XYZ" for a in order):
+        raise ValueError(f"Euler order must be three of X/Y/Z, got {order!r}")
+    ang = np.asarray(angles, np.float64)
+    if degrees:
+        ang = np.deg2rad(ang)
+    vals = {}
+    for k in range(3):
+        a_k = np.ascontiguousarray(ang[..., k])
+        vals[("c", k)] = np.cos(a_k)
+        vals[("s", k)] = np.sin(a_k)
+    out = np.empty(ang.shape[:-1] + (3, 3), np.float64)
+    prods: dict = {}
+    for i, row in enumerate(_euler_terms(order)):
+        for k, terms in enumerate(row):
+            acc = None
+            for cf, m in terms:
+                if m not in prods:
+                    if len(m) == 0:
+                        prods[m] = 1.0
+                    elif len(m) == 1:
+                        prods[m] = vals[m[0]]
+                    else:
+                        head = prods.get(m[:-1])
+                        if head is None:
+                            head = vals[m[0]]
+                            for f in m[1:-1]:
+                                head = head * vals[f]
+                        prods[m] = head * vals[m[-1]]
+                t = prods[m] if cf == 1.0 else (-prods[m] if cf == -1.0 else cf * prods[m])
+                acc = t if acc is None else acc + t
+            out[..., i, k] = 0.0 if acc is None else acc
+    return out
+
+
+def forward_kinematics_np(local_rot, offsets, parents: Sequence[int], root_pos=None):
+    """numpy twin of :func:`mmar.geometry.forward_kinematics` in float64.
+
+    ``local_rot (T, J, 3, 3)``, ``offsets (J, 3)`` or per-frame ``(T, J, 3)``, ``root_pos
+    (T, 3)`` (defaults to ``offsets[..., 0, :]``). Returns ``(global_rot, global_pos)``.
+    """
+    R = np.asarray(local_rot, np.float64)
+    T, J = R.shape[:2]
+    off = np.broadcast_to(np.asarray(offsets, np.float64), (T, J, 3))
+    g_rot = np.empty((T, J, 3, 3))
+    g_pos = np.empty((T, J, 3))
+    g_rot[:, 0] = R[:, 0]
+    g_pos[:, 0] = off[:, 0] if root_pos is None else np.asarray(root_pos, np.float64)
+    for j in range(1, J):
+        p = parents[j]
+        g_pos[:, j] = g_pos[:, p] + matvec3(g_rot[:, p], off[:, j])
+        g_rot[:, j] = matmul3(g_rot[:, p], R[:, j])
+    return g_rot, g_pos
+
+
+def _resample_index_np(num_frames: int, src_fps: float, dst_fps: float):
+    """The time grid of :func:`mmar.geometry.resample_positions` (same float32 rounding)."""
+    if num_frames < 1:
+        raise ValueError("cannot resample an empty clip")
+    n_out = int((num_frames - 1) * dst_fps / src_fps + 1e-6) + 1
+    t = np.arange(n_out, dtype=np.float32) * np.float32(src_fps / dst_fps)
+    i0 = np.clip(np.floor(t + np.float32(1e-5)).astype(np.int64), 0, num_frames - 1)
+    i1 = np.minimum(i0 + 1, num_frames - 1)
+    w = np.clip(t - i0, 0.0, 1.0).astype(np.float64)
+    return i0, i1, w
+
+
+def matrix_to_quaternion_np(m: np.ndarray) -> np.ndarray:
+    """``(..., 3, 3) -> (..., 4)`` ``(w, x, y, z)`` with ``w >= 0`` (Shepperd's method)."""
+    m = np.asarray(m, np.float64)
+    m00, m01, m02 = m[..., 0, 0], m[..., 0, 1], m[..., 0, 2]
+    m10, m11, m12 = m[..., 1, 0], m[..., 1, 1], m[..., 1, 2]
+    m20, m21, m22 = m[..., 2, 0], m[..., 2, 1], m[..., 2, 2]
+    tr = m00 + m11 + m22
+    diag = np.stack([1 + tr, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], -1)
+    cands = np.stack([
+        np.stack([diag[..., 0], m21 - m12, m02 - m20, m10 - m01], -1),
+        np.stack([m21 - m12, diag[..., 1], m10 + m01, m02 + m20], -1),
+        np.stack([m02 - m20, m10 + m01, diag[..., 2], m21 + m12], -1),
+        np.stack([m10 - m01, m20 + m02, m21 + m12, diag[..., 3]], -1),
+    ], -2)
+    best = np.argmax(diag, -1)
+    row = np.take_along_axis(cands, best[..., None, None], -2)[..., 0, :]
+    q = row / (2.0 * np.sqrt(np.maximum(np.take_along_axis(diag, best[..., None], -1), 1e-12)))
+    q /= np.linalg.norm(q, axis=-1, keepdims=True)
+    return np.where(q[..., :1] < 0, -q, q)
+
+
+def quaternion_to_matrix_np(q: np.ndarray) -> np.ndarray:
+    q = np.asarray(q, np.float64)
+    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
+    w, x, y, z = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
+    return np.stack([
+        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
+        np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
+        np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
+    ], -2)
+
+
+def slerp_np(q0: np.ndarray, q1: np.ndarray, t) -> np.ndarray:
+    """Shortest-path slerp as :func:`mmar.geometry.slerp`; ``t`` broadcasts to ``q[..., :1]``."""
+    dot = np.sum(q0 * q1, -1, keepdims=True)
+    q1 = np.where(dot < 0, -q1, q1)
+    dot = np.abs(dot)
+    close = dot > 0.9995
+    omega = np.arctan2(np.sqrt(np.maximum(1 - dot * dot, 0.0)), dot)
+    so = np.sin(np.where(close, 1.0, omega))
+    w0 = np.where(close, 1 - t, np.sin((1 - t) * omega) / so)
+    w1 = np.where(close, t, np.sin(t * omega) / so)
+    out = w0 * q0 + w1 * q1
+    return out / np.linalg.norm(out, axis=-1, keepdims=True)
+
+
+def fps_from_frame_time(frame_time: float) -> float:
+    """``1 / frame_time``, snapped to the nearest integer ``r`` when it is within 1e-3 of it
+    or when ``frame_time`` is ``1 / r`` written with 6 decimals (``0.008333`` -> 120.0)."""
+    ft = float(frame_time)
+    fps = 1.0 / ft
+    r = round(fps)
+    if r > 0 and (abs(fps - r) < 1e-3 or abs(1.0 / r - ft) <= 5.000001e-7):
+        return float(r)
+    return fps
+
+
+# --------------------------------------------------------------------------
+# parsing
+# --------------------------------------------------------------------------
+
+def _float(tok: str, path: str, line: int, what: str) -> float:
+    try:
+        v = float(tok)
+    except ValueError:
+        raise DataFormatError(f"bad number {tok!r} in {what}", path, line) from None
+    if not math.isfinite(v):
+        raise DataFormatError(f"non-finite number {tok!r} in {what}", path, line)
+    return v
+
+
+def _parse_hierarchy(text: str, path: str, end_line: int):
+    """Joint names, parents, raw offsets, channel lists from the text before MOTION.
+
+    Line oriented: ``ROOT``/``JOINT`` (name = rest of the line, an optional trailing ``{``),
+    ``End Site``, ``OFFSET x y z``, ``CHANNELS n names...``; braces may stand alone or share
+    a line with each other.
+    """
+    names: list[str] = []
+    parents: list[int] = []
+    offsets: list[list[float]] = []
+    channels: list[tuple[str, ...]] = []
+    has_offset: list[bool] = []
+    stack: list[int] = []  # joint index per open block; -2 for an End Site
+    pending: tuple[int, str, int] | None = None  # (joint or -2, what, line) awaiting '{'
+    seen_header = False
+    root_closed = False
+    roots = 0
+    ln = 0
+    for ln, line in enumerate(text.split("\n"), 1):
+        toks = line.split()
+        if not toks:
+            continue
+        if not seen_header:
+            if toks[0] != "HIERARCHY":
+                raise DataFormatError(f"expected HIERARCHY, found {toks[0]!r}", path, ln)
+            seen_header = True
+            toks = toks[1:]
+        i = 0
+        n = len(toks)
+        while i < n:
+            tok = toks[i]
+            if root_closed:
+                if tok == "ROOT":
+                    raise DataFormatError("more than one ROOT is not supported", path, ln)
+                raise DataFormatError(f"unexpected {tok!r} after the ROOT block", path, ln)
+            if pending is not None:
+                if tok != "{":
+                    raise DataFormatError(f"missing '{{' after {pending[1]}, found {tok!r}", path, ln)
+                stack.append(pending[0])
+                pending = None
+                i += 1
+                continue
+            if tok == "}":
+                if not stack:
+                    raise DataFormatError("unmatched '}'", path, ln)
+                stack.pop()
+                root_closed = not stack
+                i += 1
+                continue
+            if tok == "{":
+                raise DataFormatError("unexpected '{'", path, ln)
+            rest = toks[i + 1:]
+            if tok in ("ROOT", "JOINT"):
+                if tok == "ROOT":
+                    if stack:
+                        raise DataFormatError("ROOT inside another joint (missing '}'?)", path, ln)
+                    if roots:
+                        raise DataFormatError("more than one ROOT is not supported", path, ln)
+                    roots += 1
+                else:
+                    if not stack:
+                        raise DataFormatError("JOINT outside of ROOT (missing ROOT or extra '}')", path, ln)
+                    if stack[-1] == -2:
+                        raise DataFormatError("JOINT inside an End Site", path, ln)
+                brace = bool(rest) and rest[-1] == "{"
+                if brace:
+                    rest = rest[:-1]
+                if not rest:
+                    raise DataFormatError(f"{tok} without a name", path, ln)
+                name = " ".join(rest)
+                if name in names:
+                    raise DataFormatError(f"duplicate joint name {name!r}", path, ln)
+                names.append(name)
+                parents.append(stack[-1] if stack else -1)
+                offsets.append([0.0, 0.0, 0.0])
+                channels.append(())
+                has_offset.append(False)
+                if brace:
+                    stack.append(len(names) - 1)
+                else:
+                    pending = (len(names) - 1, f"{tok} {name}", ln)
+                break
+            if tok == "End":
+                if not rest or rest[0] != "Site":
+                    raise DataFormatError("expected 'End Site'", path, ln)
+                if not stack or stack[-1] == -2:
+                    raise DataFormatError("End Site outside of a joint", path, ln)
+                pending = (-2, "End Site", ln)
+                i += 2
+                continue
+            if tok == "OFFSET":
+                if not stack:
+                    raise DataFormatError("OFFSET outside of a joint", path, ln)
+                if len(rest) != 3:
+                    raise DataFormatError(f"OFFSET needs 3 numbers, found {len(rest)}", path, ln)
+                try:
+                    vals = [float(rest[0]), float(rest[1]), float(rest[2])]
+                except ValueError:
+                    vals = [_float(t, path, ln, "OFFSET") for t in rest]
+                if not all(math.isfinite(v) for v in vals):
+                    raise DataFormatError("non-finite number in OFFSET", path, ln)
+                jt = stack[-1]
+                if jt >= 0:
+                    if has_offset[jt]:
+                        raise DataFormatError(f"second OFFSET for joint {names[jt]!r}", path, ln)
+                    offsets[jt] = vals
+                    has_offset[jt] = True
+                break
+            if tok == "CHANNELS":
+                if not stack or stack[-1] == -2:
+                    raise DataFormatError("CHANNELS outside of a joint", path, ln)
+                if not rest:
+                    raise DataFormatError("CHANNELS without a count", path, ln)
+                try:
+                    cnt = int(rest[0])
+                except ValueError:
+                    raise DataFormatError(f"bad channel count {rest[0]!r}", path, ln) from None
+                chans = tuple(rest[1:])
+                if cnt != len(chans):
+                    raise DataFormatError(f"CHANNELS {cnt} lists {len(chans)} channel names", path, ln)
+                low = [c.lower() for c in chans]
+                for c, lc in zip(chans, low):
+                    if lc not in _ROT_CHANNELS and lc not in _POS_CHANNELS:
+                        raise DataFormatError(f"unknown channel {c!r}", path, ln)
+                if len(set(low)) != len(low):
+                    raise DataFormatError("a channel is listed twice", path, ln)
+                jt = stack[-1]
+                if channels[jt]:
+                    raise DataFormatError(f"second CHANNELS line for joint {names[jt]!r}", path, ln)
+                channels[jt] = chans
+                break
+            raise DataFormatError(f"unknown keyword {tok!r}", path, ln)
+    if not seen_header:
+        raise DataFormatError("empty file: expected HIERARCHY", path, 1)
+    if pending is not None:
+        raise DataFormatError(f"missing '{{' after {pending[1]}", path, end_line)
+    if stack:
+        raise DataFormatError(f"missing '}}': {len(stack)} block(s) not closed before MOTION", path, end_line)
+    if not names:
+        raise DataFormatError("no ROOT joint in HIERARCHY", path, end_line)
+    return names, parents, offsets, channels
+
+
+def _scan_tokens(raw: np.ndarray):
+    """Token start/end byte offsets and newline offsets of ``raw`` (uint8), by numpy."""
+    nonws = raw > 32
+    edge = np.diff(nonws.view(np.int8), prepend=np.int8(0), append=np.int8(0))
+    starts = np.flatnonzero(edge == 1)
+    ends = np.flatnonzero(edge == -1)
+    newlines = np.flatnonzero(raw == 10)
+    return starts, ends, newlines
+
+
+def _fast_values(raw: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray | None:
+    """Decimal numbers of the frame block without ``strtod``.
+
+    numpy's text-to-float conversion is several times slower than its text-to-int one, so
+    every token ``[+-]digits[.digits][(e|E)[+-]digits]`` is read as an integer mantissa (the
+    '.' removed) and an integer exponent ('e' replaced by a space), then scaled by an exact
+    power of ten (a single correctly rounded division for up to 15-16 significant digits).
+    Returns None when any token does not fit this pattern; the caller then falls back to
+    Python's ``float``.
+    """
+    n = starts.size
+    L = raw.size
+    dots = np.flatnonzero(raw == 46)
+    es = np.flatnonzero((raw | 32) == 101)
+    tdot = np.searchsorted(starts, dots, "right") - 1
+    te = np.searchsorted(starts, es, "right") - 1
+    if (tdot.size > 1 and not (np.diff(tdot) > 0).all()) or (te.size > 1 and not (np.diff(te) > 0).all()):
+        return None  # two dots or two exponents in one token
+    mend = ends.copy()
+    mend[te] = es
+    if tdot.size and (dots >= mend[tdot]).any():
+        return None  # a dot inside the exponent
+    frac = np.zeros(n, np.int64)
+    frac[tdot] = mend[tdot] - dots - 1
+    # mantissa characters other than a leading sign and the dot must be digits (the integer
+    # conversion below rejects anything else); require 1..18 of them
+    first = raw[starts]
+    has_dot = np.zeros(n, np.int64)
+    has_dot[tdot] = 1
+    mdig = mend - starts - ((first == 45) | (first == 43)) - has_dot
+    if n and (mdig.min() < 1 or mdig.max() > 18):
+        return None  # no digit (a lone sign) or more than int64 holds
+    if te.size:
+        after = raw[np.minimum(es + 1, L - 1)]
+        edig = ends[te] - es - 1 - ((after == 45) | (after == 43))
+        if edig.min() < 1 or edig.max() > 4:
+            return None
+    if dots.size:
+        buf = raw[raw != 46]  # drop the dots (a copy)
+        es_shifted = es - np.searchsorted(dots, es)
+    else:
+        buf = raw.copy()
+        es_shifted = es
+    buf[es_shifted] = 32  # the exponent becomes a separate integer token
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        try:
+            ints = np.fromstring(buf.tobytes(), dtype=np.int64, sep=" ")
+        except (ValueError, DeprecationWarning):
+            return None
+    if ints.size != n + te.size:
+        return None
+    if te.size:
+        has_e = np.zeros(n, np.int64)
+        has_e[te] = 1
+        midx = np.arange(n) + np.cumsum(has_e) - has_e
+        mant = ints[midx]
+        net = -frac
+        net[te] += ints[midx[te] + 1]
+    else:
+        mant = ints
+        net = -frac
+    vals = mant.astype(np.float64)
+    neg = net < 0
+    if neg.any():
+        vals[neg] /= 10.0 ** (-net[neg]).astype(np.float64)
+    pos = net > 0
+    if pos.any():
+        vals[pos] *= 10.0 ** net[pos].astype(np.float64)
+    return vals
+
+
+def _slow_values(data: str, first_line: int, path: str) -> np.ndarray:
+    """Reference path: Python ``float`` per token; raises at the first bad token's line."""
+    out: list[float] = []
+    for k, line in enumerate(data.split("\n")):
+        for t in line.split():
+            try:
+                v = float(t)
+            except ValueError:
+                raise DataFormatError(f"bad number {t!r} in frame data", path, first_line + k) from None
+            if not math.isfinite(v):
+                raise DataFormatError(f"non-finite number {t!r} in frame data", path, first_line + k)
+            out.append(v)
+    return np.asarray(out, np.float64)
+
+
+def _header_line(text: str, pos: int, lineno: int, path: str, key: str):
+    """Read the next non-blank line at ``pos``; return (value string, line number, new pos)."""
+    n = len(text)
+    while True:
+        if pos >= n:
+            raise DataFormatError(f"missing '{key}' line", path, lineno)
+        e = text.find("\n", pos)
+        e = n if e < 0 else e
+        line = text[pos:e].strip()
+        if line:
+            break
+        pos = e + 1
+        lineno += 1
+    m = re.fullmatch(re.escape(key).replace(r"\ ", r"\s+") + r"\s*(.*)", line)
+    if not m:
+        raise DataFormatError(f"expected '{key}', found {line[:40]!r}", path, lineno)
+    return m.group(1).strip(), lineno, e + 1
+
+
+def parse_bvh_arrays(text: str, path: str = "<string>", scale: float = 1.0) -> BvhData:
+    """Parse BVH text into numpy arrays (no JAX). See the module docstring."""
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    if "\n" not in text and "\r" in text:  # classic Mac line endings
+        text = text.replace("\r", "\n")
+    m = _MOTION_RE.search(text)
+    if m is None:
+        last = text.count("\n") + 1
+        raise DataFormatError("missing MOTION section", path, last)
+    motion_line = text.count("\n", 0, m.start()) + 1
+    names, parents, offsets, channels = _parse_hierarchy(text[: m.start()], path, motion_line)
+
+    pos = m.end()
+    if pos < len(text) and text[pos] == "\n":
+        pos += 1
+    nframes_s, frames_line, pos = _header_line(text, pos, motion_line + 1, path, "Frames:")
+    try:
+        nframes = int(nframes_s)
+    except ValueError:
+        raise DataFormatError(f"bad frame count {nframes_s!r}", path, frames_line) from None
+    if nframes < 1:
+        raise DataFormatError(f"Frames: {nframes}: a clip needs at least one frame", path, frames_line)
+    ft_s, ft_line, pos = _header_line(text, pos, frames_line + 1, path, "Frame Time:")
+    frame_time = _float(ft_s, path, ft_line, "Frame Time")
+    if frame_time <= 0:
+        raise DataFormatError(f"Frame Time must be positive, got {frame_time}", path, ft_line)
+    fps = fps_from_frame_time(frame_time)
+
+    C = sum(len(c) for c in channels)
+    data = text[pos:]
+    first = ft_line + 1
+    if C > 0:
+        raw = np.frombuffer(data.encode("utf-8", "surrogatepass"), np.uint8)
+        starts, ends, newlines = _scan_tokens(raw)
+        before = np.searchsorted(starts, newlines)  # tokens before each newline
+        counts = np.diff(before, prepend=0, append=starts.size)
+        filled = np.flatnonzero(counts)  # indices of non-blank lines
+        head = filled[:nframes]
+        bad = head[counts[head] != C]
+        if bad.size:
+            k = int(bad[0])
+            raise DataFormatError(f"frame line has {int(counts[k])} values, expected {C}", path, first + k)
+        if filled.size < nframes:
+            raise DataFormatError(
+                f"Frames: {nframes} but the file has {filled.size} frame lines", path, frames_line
+            )
+        if filled.size > nframes:
+            raise DataFormatError(
+                f"Frames: {nframes} but more frame lines follow", path, first + int(filled[nframes])
+            )
+        vals = _fast_values(raw, starts, ends)
+        if vals is None:
+            vals = _slow_values(data, first, path)
+        elif not np.isfinite(vals).all():
+            k = int(np.flatnonzero(~np.isfinite(vals))[0])
+            raise DataFormatError(
+                "number out of range in frame data", path, first + int(np.searchsorted(newlines, starts[k]))
+            )
+        if vals.size != nframes * C:  # pragma: no cover - guarded by the line counts above
+            raise DataFormatError(f"expected {nframes * C} values, read {vals.size}", path, first)
+        vals = vals.reshape(nframes, C)
+    else:
+        vals = np.zeros((nframes, 0), np.float64)
+
+    return _arrays_from_values(names, parents, offsets, channels, vals, fps, frame_time, scale)
+
+
+def _arrays_from_values(names, parents, offsets, channels, vals, fps, frame_time, scale) -> BvhData:
+    T, C = vals.shape
+    J = len(names)
+    offs = np.asarray(offsets, np.float64).reshape(J, 3)
+    # column layout: one extra zero column at index C for missing channels
+    V = np.concatenate([vals, np.zeros((T, 1))], 1)
+    rot_idx = np.full((J, 3), C, np.int64)
+    pos_idx = np.full((J, 3), -1, np.int64)
+    orders: list[str] = []
+    col = 0
+    for j, chans in enumerate(channels):
+        rot_axes: list[str] = []
+        for c in chans:
+            lc = c.lower()
+            if lc in _ROT_CHANNELS:
+                rot_idx[j, len(rot_axes)] = col
+                rot_axes.append(_ROT_CHANNELS[lc])
+            else:
+                pos_idx[j, _POS_CHANNELS[lc]] = col
+            col += 1
+        # missing axes get angle 0 (identity), appended after the listed ones
+        orders.append("".join(rot_axes) + "".join(a for a in "XYZ" if a not in rot_axes))
+
+    angles = V[:, rot_idx]  # (T, J, 3)
+    local_rot = np.empty((T, J, 3, 3), np.float32)
+    for order in sorted(set(orders)):
+        js = [j for j, o in enumerate(orders) if o == order]
+        local_rot[:, js] = euler_to_matrix_np(angles[:, js], order, degrees=True)
+
+    has_pos = pos_idx >= 0
+    trans = None
+    if has_pos[1:].any():
+        trans = np.broadcast_to(offs, (T, J, 3)).copy()
+        jj, kk = np.nonzero(has_pos)
+        trans[:, jj, kk] = vals[:, pos_idx[jj, kk]]
+        root = trans[:, 0].copy()
+        trans = (trans * scale).astype(np.float32)
+    else:
+        root = np.broadcast_to(offs[0], (T, 3)).copy()
+        kk = np.flatnonzero(has_pos[0])
+        root[:, kk] = vals[:, pos_idx[0, kk]]
+    return BvhData(
+        names=tuple(names),
+        parents=tuple(parents),
+        offsets=(offs * scale).astype(np.float32),
+        channels=tuple(tuple(c) for c in channels),
+        local_rot=local_rot,
+        root_pos=(root * scale).astype(np.float32),
+        local_trans=trans,
+        fps=fps,
+        frame_time=float(frame_time),
+    )
+
+
+def _clip_name(path: str) -> str:
+    base = os.path.basename(str(path).replace("\\", "/").rsplit(":", 1)[-1])
+    if base.lower().endswith(".bvh"):
+        base = base[:-4]
+    return base or "clip"
+
+
+def parse_bvh(text: str, path: str = "<string>", scale: float = 1.0, name: str | None = None) -> "Clip":
+    """Parse BVH text into a :class:`~mmar.data.clip.Clip` on the file's own skeleton.
+
+    ``path`` is only used in error messages and as ``Clip.source``; ``name`` defaults to the
+    file name without ``.bvh``.
+    """
+    data = parse_bvh_arrays(text, path, scale)
+    return data.to_clip(name or _clip_name(path), source=path)
+
+
+def read_bvh(path, scale: float = 1.0, name: str | None = None) -> "Clip":
+    """Read a BVH file (any line endings; UTF-8, undecodable bytes replaced)."""
+    p = os.fspath(path)
+    try:
+        with open(p, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise DataFormatError(f"cannot read file ({e.strerror})", p) from e
+    return parse_bvh(raw.decode("utf-8", "replace"), p, scale, name)
+
+
+# --------------------------------------------------------------------------
+# writing
+# --------------------------------------------------------------------------
+
+def matrix_to_euler_np(m: np.ndarray, order: str, degrees: bool = True) -> np.ndarray:
+    """numpy inverse of :func:`euler_to_matrix_np` for the six BVH orders (three distinct
+    axes), same branch as :func:`mmar.geometry.matrix_to_euler`: middle angle in
+    ``[-90, 90]`` degrees, the first angle takes everything at gimbal lock."""
+    order = order.upper()
+    if len(order) != 3 or set(order) != set("XYZ"):
+        raise ValueError(f"Euler order must be a permutation of XYZ, got {order!r}")
+    m = np.asarray(m, np.float64)
+    i, j, k = ("XYZ".index(a) for a in order)
+    sign = 1.0 if (j - i) % 3 == 1 else -1.0
+    sb = np.clip(sign * m[..., i, k], -1.0, 1.0)
+    cb = np.sqrt(m[..., i, j] ** 2 + m[..., i, i] ** 2)
+    b = np.arctan2(sb, cb)
+    lock = cb < 1e-6
+    a = np.where(lock, np.arctan2(sign * m[..., k, j], m[..., j, j]), np.arctan2(-sign * m[..., j, k], m[..., k, k]))
+    c = np.where(lock, 0.0, np.arctan2(-sign * m[..., i, j], m[..., i, i]))
+    out = np.stack([a, b, c], -1)
+    return np.rad2deg(out) if degrees else out
+
+
+def write_bvh(
+    clip: "Clip",
+    path,
+    channels: Sequence[Sequence[str]] | None = None,
+    order: str = "ZXY",
+    scale: float = 1.0,
+    precision: int = 9,
+) -> None:
+    """Write ``clip`` as BVH.
+
+    ``channels`` gives each joint's channel names in file order (any mix of
+    ``X/Y/Zposition`` and ``X/Y/Zrotation``; a joint without the three rotation channels must
+    have an identity rotation). By default the root gets ``X/Y/Zposition`` plus rotations in
+    ``order``, and every other joint gets rotations only, or positions too when the clip has
+    ``local_trans``. Joints are written depth first, so a skeleton whose joint order is not
+    depth-first reads back with its joints in that order. Lengths are divided by ``scale``
+    (``scale=0.01`` writes centimetres for a clip in metres). Leaf joints get an ``End Site``
+    with a zero offset. A joint whose channel list has fewer than three rotation channels
+    (e.g. ``Xposition Yposition Zposition`` only) must have the rotation those channels can
+    express; nothing else is written.
+    """
+    sk = clip.skeleton
+    J = sk.num_joints
+    T = clip.num_frames
+    if channels is None:
+        rot = [f"{a}rotation" for a in order.upper()]
+        pos = ["Xposition", "Yposition", "Zposition"]
+        channels = [pos + rot if (j == 0 or clip.local_trans is not None) else list(rot) for j in range(J)]
+    channels = [list(c) for c in channels]
+    if len(channels) != J:
+        raise ValueError(f"channels lists {len(channels)} joints, skeleton has {J}")
+    inv = 1.0 / scale
+    trans = clip.local_trans if clip.local_trans is not None else np.broadcast_to(sk.offsets, (T, J, 3))
+    trans = np.array(trans, np.float64)
+    trans[:, 0] = clip.root_pos
+    joint_cols: list[list[np.ndarray]] = []
+    for j, chans in enumerate(channels):
+        cols: list[np.ndarray] = []
+        joint_cols.append(cols)
+        rot_axes = "".join(_ROT_CHANNELS[c.lower()] for c in chans if c.lower() in _ROT_CHANNELS)
+        eul = None
+        if len(rot_axes) == 3:
+            eul = matrix_to_euler_np(clip.local_rot[:, j], rot_axes)
+        elif rot_axes:
+            full = rot_axes + "".join(a for a in "XYZ" if a not in rot_axes)
+            eul = matrix_to_euler_np(clip.local_rot[:, j], full)
+        r = 0
+        for c in chans:
+            lc = c.lower()
+            if lc in _ROT_CHANNELS:
+                cols.append(eul[:, r])
+                r += 1
+            elif lc in _POS_CHANNELS:
+                cols.append(trans[:, j, _POS_CHANNELS[lc]] * inv)
+            else:
+                raise ValueError(f"unknown channel {c!r}")
+    children = [[] for _ in range(J)]
+    for j, p in enumerate(sk.parents):
+        if p >= 0:
+            children[p].append(j)
+    # the MOTION columns follow the depth-first order of the hierarchy
+    dfs: list[int] = []
+    todo = [0]
+    while todo:
+        j = todo.pop()
+        dfs.append(j)
+        todo.extend(reversed(children[j]))
+    cols = [c for j in dfs for c in joint_cols[j]]
+    out: list[str] = ["HIERARCHY"]
+    fmt = f"{{:.{precision}g}}"
+
+    def emit(j: int, depth: int) -> None:
+        ind = "  " * depth
+        kw = "ROOT" if j == 0 else "JOINT"
+        out.append(f"{ind}{kw} {sk.names[j]}")
+        out.append(f"{ind}{{")
+        off = np.asarray(sk.offsets[j], np.float64) * inv
+        out.append(f"{ind}  OFFSET " + " ".join(fmt.format(v) for v in off))
+        if channels[j]:
+            out.append(f"{ind}  CHANNELS {len(channels[j])} " + " ".join(channels[j]))
+        for c in children[j]:
+            emit(c, depth + 1)
+        if not children[j]:
+            out.append(f"{ind}  End Site")
+            out.append(f"{ind}  {{")
+            out.append(f"{ind}    OFFSET 0 0 0")
+            out.append(f"{ind}  }}")
+        out.append(f"{ind}}}")
+
+    emit(0, 0)
+    out.append("MOTION")
+    out.append(f"Frames: {T}")
+    out.append(f"Frame Time: {1.0 / clip.fps:.{precision}g}")
+    if cols:
+        M = np.stack(cols, 1)
+        row_fmt = " ".join([fmt] * M.shape[1])
+        out.extend(row_fmt.format(*row) for row in M.tolist())
+    else:
+        out.extend("" for _ in range(T))
+    with open(os.fspath(path), "w", newline="\n") as f:
+        f.write("\n".join(out) + "\n")

@@ -1,0 +1,123 @@
+"""Optional L-BFGS inverse kinematics of Mem-MLP (supplementary, "Inverse Kinematics").
+
+The rotation head's local rotations are refined so that forward kinematics matches the
+(more accurate) joint positions of the position head. Per frame we minimise::
+
+    E(r) = sum_j || place(FK(r))_j - target_j ||^2  +  reg * || r - r_init ||^2
+
+over the 22 local 6D rotations ``r`` (132 numbers, root orientation included), where
+``place`` translates the FK body (root at the origin) so its head lands on the tracked head
+(``docs/design.md``), i.e. the root translation is not a free variable. The optimiser is
+``optax.lbfgs`` (zoom line search, memory 10) run for a fixed number of iterations (15, as in
+the paper) inside ``lax.fori_loop``; every frame is solved independently (``vmap``).
+The result is re-orthonormalised (6D -> matrix -> 6D).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from mmar import geometry
+from mmar.errors import ShapeError
+from mmar.models.body import HEAD_INDEX, fk_rot6d, place_at_head
+from mmar.skeleton import SMPL22_PARENTS
+
+Array = jax.Array
+
+
+def ik_objective(
+    rot6d: Array,
+    rot6d_init: Array,
+    target: Array,
+    head_pos: Array,
+    offsets: Array,
+    parents: Sequence[int] = SMPL22_PARENTS,
+    reg: float = 1e-3,
+    head_index: int = HEAD_INDEX,
+) -> Array:
+    """The IK energy of one frame (``rot6d (J, 6)``, ``target (J, 3)``, ``head_pos (3,)``)."""
+    _, joints = fk_rot6d(rot6d, offsets, parents)
+    joints = place_at_head(joints, head_pos, head_index)
+    pos_err = jnp.sum((joints - target) ** 2)
+    return pos_err + reg * jnp.sum((rot6d - rot6d_init) ** 2)
+
+
+def ik_refine(
+    rot6d_init: Array,
+    target: Array,
+    offsets: Array,
+    head_pos: Array | None = None,
+    parents: Sequence[int] = SMPL22_PARENTS,
+    iters: int = 15,
+    reg: float = 1e-3,
+    memory_size: int = 10,
+    head_index: int = HEAD_INDEX,
+) -> Array:
+    """Refine local rotations toward target joint positions with L-BFGS.
+
+    Args:
+      rot6d_init: ``(..., J, 6)`` initial local rotations (the rotation head).
+      target: ``(..., J, 3)`` target global joint positions (the position head's ``pos``).
+      offsets: ``(J, 3)`` skeleton offsets.
+      head_pos: ``(..., 3)`` tracked head position used to place the body; defaults to the
+        target's head joint.
+      iters: L-BFGS iterations (static; 15 in the paper).
+      reg: weight of the pull toward ``rot6d_init``.
+
+    Returns:
+      ``(..., J, 6)`` refined, orthonormal 6D rotations. Jit-able.
+    """
+    rot6d_init = jnp.asarray(rot6d_init)
+    target = jnp.asarray(target, rot6d_init.dtype)
+    if rot6d_init.shape[-1] != 6 or target.shape[-1] != 3 or rot6d_init.shape[:-1] != target.shape[:-1]:
+        raise ShapeError(
+            f"ik_refine: rot6d (..., J, 6) and target (..., J, 3) must agree, got "
+            f"{tuple(rot6d_init.shape)} and {tuple(target.shape)}"
+        )
+    if head_pos is None:
+        head_pos = target[..., head_index, :]
+    head_pos = jnp.broadcast_to(jnp.asarray(head_pos, rot6d_init.dtype), target.shape[:-2] + (3,))
+    offsets = jnp.asarray(offsets, rot6d_init.dtype)
+    parents = tuple(int(p) for p in parents)
+    batch = rot6d_init.shape[:-2]
+    J = rot6d_init.shape[-2]
+    flat = _solve_frames(
+        rot6d_init.reshape((-1, J, 6)),
+        target.reshape((-1, J, 3)),
+        head_pos.reshape((-1, 3)),
+        offsets,
+        jnp.asarray(reg, rot6d_init.dtype),
+        parents=parents,
+        iters=int(iters),
+        memory_size=int(memory_size),
+        head_index=int(head_index),
+    )
+    out = geometry.matrix_to_rot6d(geometry.rot6d_to_matrix(flat))
+    return out.reshape(batch + (J, 6))
+
+
+@functools.partial(jax.jit, static_argnames=("parents", "iters", "memory_size", "head_index"))
+def _solve_frames(r0s, targets, heads, offsets, reg, *, parents, iters, memory_size, head_index):
+    """L-BFGS on every frame of ``(N, J, 6)`` independently (vmap), fixed trip count."""
+
+    def solve(r0, tgt, hp):
+        def fun(r):
+            return ik_objective(r, r0, tgt, hp, offsets, parents, reg, head_index)
+
+        opt = optax.lbfgs(memory_size=memory_size)
+        value_and_grad = optax.value_and_grad_from_state(fun)
+
+        def step(_, carry):
+            r, state = carry
+            value, grad = value_and_grad(r, state=state)
+            updates, state = opt.update(grad, state, r, value=value, grad=grad, value_fn=fun)
+            return optax.apply_updates(r, updates), state
+
+        r, _ = jax.lax.fori_loop(0, iters, step, (r0, opt.init(r0)))
+        return r
+
+    return jax.vmap(solve)(r0s, targets, heads)

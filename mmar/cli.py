@@ -120,6 +120,89 @@ def cmd_render(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from mmar.tasks import make_task
+    from mmar.train import load_config, train
+
+    cfg = load_config(args.config, args.set or [])
+    workdir = args.workdir or os.path.join("runs", cfg.name)
+    task = make_task(cfg)
+    _, history = train(task, cfg, workdir)
+    last = {k: v for h in history for k, v in h.items()}
+    print(json.dumps({"workdir": workdir, **{k: _jsonable(v) for k, v in last.items()}}))
+    return 0
+
+
+def _jsonable(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def _gt_arrays(path: str, fps: float | None, workers: int) -> dict:
+    """Ground-truth arrays of ``path``: an npz in the convert layout, or BVH input."""
+    from mmar.data.clip import clips_to_arrays, load_arrays, resample_clips
+
+    if path.endswith(".npz"):
+        arrays = load_arrays(path)
+        if fps and any(abs(float(a["fps"]) - fps) > 1e-6 for a in arrays.values()):
+            raise MmarError(f"{path}: clips are not at {fps:g} fps; convert with --fps {fps:g}")
+        return arrays
+    from mmar.data.sources import load_clips
+
+    if not os.path.exists(path):
+        raise MmarError(f"{path}: no such file or directory")
+    clips, errors = load_clips([path], scale=0.01, workers=workers, progress=True, on_error="ignore",
+                               retarget="auto")
+    for e in errors:
+        print(f"error: {e}", file=sys.stderr)
+    if not clips:
+        raise MmarError(f"{path}: no clip could be read")
+    if fps:
+        clips = resample_clips(clips, fps)
+    return dict(zip([c.name for c in clips], clips_to_arrays(clips)))
+
+
+def cmd_eval(args) -> int:
+    from mmar.data.clip import save_arrays
+    from mmar.eval.report import grouped_metrics
+    from mmar.tasks import make_task
+    from mmar.train.checkpoint import load_params
+    from mmar.train.config import apply_overrides, load_saved_config
+
+    ckpt = args.checkpoint
+    variables, _ = load_params(ckpt, ema=args.ema)
+    workdir = ckpt if os.path.exists(os.path.join(ckpt, "config.json")) else os.path.dirname(
+        os.path.dirname(os.path.abspath(ckpt)))
+    cfg, _ = load_saved_config(workdir, base=_base_config())
+    cfg = apply_overrides(cfg, args.set or [])
+    task = make_task(cfg)
+    fps = float(cfg.data.fps)
+    if args.data:
+        gt = _gt_arrays(args.data, fps, args.workers)
+    else:
+        gt = task.benchmark[args.split]
+    pred = task.predict_clips(variables, gt, progress=True)
+    result = grouped_metrics(pred, gt, fps)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=1)
+    if args.save_pred:
+        save_arrays(args.save_pred, {n: {**p, "sparse": gt[n]["sparse"], "offsets": gt[n]["offsets"],
+                                         "root": p["joints"][:, 0]} for n, p in pred.items()})
+    print(json.dumps(result))
+    return 0
+
+
+def _base_config():
+    """Typed defaults the saved config of a run is read into."""
+    from mmar.tasks.sparse_body import SparseBodyDataConfig, SparseBodyModelConfig
+    from mmar.train.config import Config
+
+    return Config(model=SparseBodyModelConfig(), data=SparseBodyDataConfig())
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mmar", description="Multi-scale autoregressive human motion models.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -148,6 +231,24 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--compare", default=None)
     r.add_argument("--out", required=True)
     r.set_defaults(fn=cmd_render)
+
+    t = sub.add_parser("train", help="train an experiment config; rerun to resume")
+    t.add_argument("config", help="configs/<experiment>.py")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field")
+    t.add_argument("--workdir", default=None, help="run directory (default runs/<name>)")
+    t.set_defaults(fn=cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate a checkpoint; prints sparse metrics as JSON")
+    e.add_argument("--checkpoint", required=True, help="a run directory (or its checkpoints/<step>)")
+    e.add_argument("--data", default=None, help="BVH file, directory, archive or converted npz "
+                   "(default: the benchmark split)")
+    e.add_argument("--split", default="test")
+    e.add_argument("--out", default=None, help="write the metrics JSON here")
+    e.add_argument("--save-pred", default=None, help="predictions in the mmar convert layout")
+    e.add_argument("--set", action="append", metavar="KEY=VALUE")
+    e.add_argument("--ema", action="store_true", help="use the EMA weights")
+    e.add_argument("--workers", type=int, default=2)
+    e.set_defaults(fn=cmd_eval)
     return p
 
 

@@ -134,7 +134,7 @@ class MLPVQVAE(nn.Module):
         return x
 
     def _nearest(self, z_e: Array) -> tuple[Array, Array]:
-        cb = self.codebook.astype(z_e.dtype)
+        cb = jnp.asarray(self.codebook, z_e.dtype)
         d = (
             jnp.sum(z_e * z_e, -1, keepdims=True)
             - 2.0 * z_e @ cb.T

@@ -26,37 +26,54 @@ from mmar.models import body
 from mmar.skeleton import SPARSE_DIM
 
 
-def heading_rotation(sparse: jax.Array, facing_axis: int) -> jax.Array:
-    """``(..., 3, 3)`` rotation about Y that maps the head's facing vector onto +Z.
+_CHUNK = 4096
 
-    ``facing_axis`` is the head's local axis used as its facing direction (its horizontal
-    projection gives the heading)."""
+
+@jax.jit
+def _frame_features(sparse, facing_axis_onehot):
+    """Per-frame part of the features: head height, wrists relative to the head and all three
+    orientations, in the heading frame; plus the inverse heading rotation."""
     head = body.sparse_rotations(sparse)[..., 0, :, :]
-    f = head[..., :, facing_axis]
-    yaw = jnp.arctan2(f[..., 0], f[..., 2])  # angle of f from +Z towards +X
-    return geometry.euler_to_matrix(jnp.stack([-yaw, 0 * yaw, 0 * yaw], -1), "YXZ")
+    f = jnp.einsum("tab,b->ta", head, facing_axis_onehot)
+    yaw = jnp.arctan2(f[..., 0], f[..., 2])
+    H = geometry.euler_to_matrix(jnp.stack([-yaw, 0 * yaw, 0 * yaw], -1), "YXZ")
+    pos = body.sparse_positions(sparse)
+    rel = jnp.einsum("tab,tjb->tja", H, pos[:, 1:] - pos[:, :1])
+    canon = jnp.einsum("tab,tjbc->tjac", H, body.sparse_rotations(sparse))
+    per_frame = jnp.concatenate(
+        [pos[:, 0, 1:2], rel.reshape(-1, 6), geometry.matrix_to_rot6d(canon).reshape(-1, 18)], -1)
+    return per_frame, jnp.swapaxes(H, -1, -2)
 
 
-def lookup_features(sparse: jax.Array, facing_axis: int, pos_weight: float = 3.0, vel_frames: int = 5):
-    """Heading-invariant features ``(T, D)`` of a clip's sparse input ``(T, 54)``."""
-    if sparse.ndim != 2 or sparse.shape[-1] != SPARSE_DIM:
-        raise ShapeError(f"sparse input must be (T, {SPARSE_DIM}), got {tuple(sparse.shape)}")
-    H = heading_rotation(sparse, facing_axis)  # (T, 3, 3)
-    Ht = jnp.swapaxes(H, -1, -2)
-    pos = body.sparse_positions(sparse)  # (T, 3, 3): head, lwrist, rwrist
-    rel = jnp.einsum("tab,tjb->tja", H, pos[:, 1:] - pos[:, :1])  # wrists relative to head
-    rots = body.sparse_rotations(sparse)  # (T, 3, 3, 3)
-    canon = jnp.einsum("tab,tjbc->tjac", H, rots)
-    prev = jnp.concatenate([jnp.repeat(rel[:1], vel_frames, 0), rel[:-vel_frames]], 0)
-    return jnp.concatenate(
-        [
-            pos_weight * pos[:, 0, 1:2],
-            pos_weight * rel.reshape(-1, 6),
-            geometry.matrix_to_rot6d(canon).reshape(-1, 18),
-            pos_weight * (rel - prev).reshape(-1, 6),
-        ],
-        -1,
-    ), Ht
+def lookup_features(sparse_clips, facing_axis: int, pos_weight: float = 3.0, vel_frames: int = 5):
+    """Heading-invariant features of clips ``[(T_i, 54)]`` -> ``[(T_i, D)]`` and the inverse
+    heading rotations ``[(T_i, 3, 3)]``. Frames are processed in fixed-size chunks, so any
+    number of clip lengths shares one compiled function."""
+    for s in sparse_clips:
+        if s.ndim != 2 or s.shape[-1] != SPARSE_DIM:
+            raise ShapeError(f"sparse input must be (T, {SPARSE_DIM}), got {tuple(s.shape)}")
+    lengths = [len(s) for s in sparse_clips]
+    allf = np.concatenate([np.asarray(s, np.float32) for s in sparse_clips])
+    N = len(allf)
+    pad = (-N) % _CHUNK
+    allf = np.concatenate([allf, np.tile(allf[-1:], (pad, 1))]) if pad else allf
+    onehot = jnp.eye(3, dtype=jnp.float32)[facing_axis]
+    feats, hts = [], []
+    for i in range(0, len(allf), _CHUNK):
+        f, h = _frame_features(allf[i:i + _CHUNK], onehot)
+        feats.append(np.asarray(f))
+        hts.append(np.asarray(h))
+    feats, hts = np.concatenate(feats)[:N], np.concatenate(hts)[:N]
+    out_f, out_h, start = [], [], 0
+    for T in lengths:
+        f = feats[start:start + T].copy()
+        rel = f[:, 1:7]
+        prev = np.concatenate([np.repeat(rel[:1], vel_frames, 0), rel[:-vel_frames]], 0)[:T]
+        f[:, :7] *= pos_weight
+        out_f.append(np.concatenate([f, pos_weight * (rel - prev)], -1))
+        out_h.append(hts[start:start + T])
+        start += T
+    return out_f, out_h
 
 
 @dataclasses.dataclass
@@ -70,19 +87,15 @@ class NearestNeighbor:
     chunk: int = 2048
 
     def fit(self, sparse_list, rot6d_list) -> "NearestNeighbor":
-        feats, rots = [], []
-        for s, r in zip(sparse_list, rot6d_list):
-            f, Ht = lookup_features(jnp.asarray(s), self.facing_axis, self.pos_weight, self.vel_frames)
-            r = np.asarray(r)
-            # store the root orientation in the heading frame (H R_root)
-            root = geometry.rot6d_to_matrix(jnp.asarray(r[:, 0]))
-            r = r.copy()
-            r[:, 0] = np.asarray(geometry.matrix_to_rot6d(jnp.swapaxes(Ht, -1, -2) @ root))
-            sl = slice(1, None, self.stride)  # frame 0 has no velocity (first-frame rule)
-            feats.append(np.asarray(f)[sl])
-            rots.append(r[sl])
-        self.features = jnp.asarray(np.concatenate(feats), jnp.float32)
-        self.rot6d = np.concatenate(rots).astype(np.float32)
+        feats, hts = lookup_features(list(sparse_list), self.facing_axis, self.pos_weight, self.vel_frames)
+        sl = slice(1, None, self.stride)  # frame 0 has no velocity (first-frame rule)
+        rot = np.concatenate([np.asarray(r)[sl] for r in rot6d_list]).astype(np.float32)
+        Ht = np.concatenate([h[sl] for h in hts])
+        # store the root orientation in the heading frame (H R_root)
+        root = _rot6d_to_matrix_np(rot[:, 0])
+        rot[:, 0] = _matrix_to_rot6d_np(np.swapaxes(Ht, -1, -2) @ root)
+        self.features = jnp.asarray(np.concatenate([f[sl] for f in feats]), jnp.float32)
+        self.rot6d = rot
         self._sqnorm = jnp.sum(self.features**2, -1)
         self._search = jax.jit(self._search_impl)
         return self
@@ -93,14 +106,39 @@ class NearestNeighbor:
 
     def predict(self, sparse: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Local 6D rotations ``(T, 22, 6)`` and world joints ``(T, 22, 3)`` for ``sparse (T, 54)``."""
-        f, Ht = lookup_features(jnp.asarray(sparse), self.facing_axis, self.pos_weight, self.vel_frames)
+        (f,), (Ht,) = lookup_features([np.asarray(sparse)], self.facing_axis, self.pos_weight, self.vel_frames)
         T = f.shape[0]
         pad = (-T) % self.chunk
         fq = jnp.pad(f, ((0, pad), (0, 0)))
         idx = np.concatenate([np.asarray(self._search(fq[i:i + self.chunk]))
                               for i in range(0, T + pad, self.chunk)])[:T]
         rot = self.rot6d[idx].copy()
-        root = Ht @ geometry.rot6d_to_matrix(jnp.asarray(rot[:, 0]))
-        rot[:, 0] = np.asarray(geometry.matrix_to_rot6d(root))
-        joints = body.body_in_world(jnp.asarray(rot), jnp.asarray(offsets), jnp.asarray(sparse))
-        return rot, np.asarray(joints)
+        rot[:, 0] = _matrix_to_rot6d_np(Ht @ _rot6d_to_matrix_np(rot[:, 0]))
+        return rot, body_in_world_np(rot, offsets, sparse)
+
+
+def _rot6d_to_matrix_np(d6: np.ndarray) -> np.ndarray:
+    a1, a2 = d6[..., :3], d6[..., 3:]
+    b1 = a1 / np.linalg.norm(a1, axis=-1, keepdims=True)
+    a2 = a2 - np.sum(b1 * a2, -1, keepdims=True) * b1
+    b2 = a2 / np.linalg.norm(a2, axis=-1, keepdims=True)
+    return np.stack([b1, b2, np.cross(b1, b2)], -1)
+
+
+def _matrix_to_rot6d_np(m: np.ndarray) -> np.ndarray:
+    return np.concatenate([m[..., :, 0], m[..., :, 1]], -1)
+
+
+def body_in_world_np(rot6d: np.ndarray, offsets: np.ndarray, sparse: np.ndarray) -> np.ndarray:
+    """numpy twin of :func:`mmar.models.body.body_in_world` (no per-length compilation)."""
+    from mmar.skeleton import SMPL22_PARENTS
+
+    R = _rot6d_to_matrix_np(np.asarray(rot6d, np.float64))
+    G = [R[:, 0]]
+    P = [np.zeros((len(R), 3))]
+    for j in range(1, len(SMPL22_PARENTS)):
+        p = SMPL22_PARENTS[j]
+        P.append(P[p] + G[p] @ np.asarray(offsets[j], np.float64))
+        G.append(G[p] @ R[:, j])
+    joints = np.stack(P, 1)
+    return (joints - joints[:, 15:16] + np.asarray(sparse)[:, None, 36:39]).astype(np.float32)

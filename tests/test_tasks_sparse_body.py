@@ -43,8 +43,9 @@ def test_training_reduces_loss_and_reports_metrics(runs):
             assert {"eval/mpjpe_cm", "eval/jitter_m_s3", "eval/gt_jitter_m_s3", "eval/mpjre_deg"} <= evals
 
 
-def test_mem_mlp_checkpoint_is_self_contained(runs):
-    variables, cfg = load_params(runs["mem_mlp"][0])
+def test_mem_mlp_checkpoint_is_self_contained(runs, monkeypatch):
+    monkeypatch.chdir(runs["mem_mlp"][0].parent)  # a relative run directory works too
+    variables, cfg = load_params(runs["mem_mlp"][0].name)
     assert "vqvae" in variables and cfg["model"]["kind"] == "mem_mlp"
     vq, _ = load_params(runs["mlp_vqvae"][0])
     np.testing.assert_array_equal(variables["vqvae"]["params"]["codebook"], vq["params"]["codebook"])

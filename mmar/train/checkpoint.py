@@ -334,7 +334,7 @@ def load_params(
     Returns ``({'params': params, **extra_collections}, config_dict)``. With ``ema=True`` the
     EMA weights are returned as 'params' (CheckpointError if the run kept no EMA).
     """
-    checkpoint_dir = Path(checkpoint_dir)
+    checkpoint_dir = Path(checkpoint_dir).absolute()  # orbax reads metadata only from absolute paths
     step_dir = _resolve_step_dir(checkpoint_dir, step)
     state_dir = step_dir / "state"
     try:

@@ -161,9 +161,10 @@ class Clip:
 
     def retarget(self, joint_map: str | Sequence[JointSpec] | None = None) -> "Clip":
         """Map onto SMPL-22 by joint names. Global positions and rotations of mapped joints are
-        kept; local rotations are re-derived on the SMPL-22 tree; offsets are the rest offsets
-        composed along the source chain (per-frame translations are averaged into constant
-        offsets: bone lengths of a mocap skeleton are constant)."""
+        kept; local rotations are re-derived on the SMPL-22 tree; each offset is the median over
+        frames of the bone vector in its parent's frame (exact for the constant bone lengths of
+        a mocap skeleton). Runs in numpy (:meth:`mmar.data.bvh.BvhData.retarget`, the same code
+        the import workers use)."""
         if isinstance(joint_map, str):
             mapping = JOINT_MAPS[joint_map]
         elif joint_map is None:
@@ -172,32 +173,22 @@ class Clip:
             mapping = tuple(joint_map)
         if len(mapping) != NUM_JOINTS:
             raise ShapeError(f"joint map needs {NUM_JOINTS} entries, got {len(mapping)}")
-        g_rot, g_pos = self.global_transforms()
-        idx = self.skeleton.index
-        rots, poss = [], []
-        for spec in mapping:
-            if isinstance(spec, tuple):
-                kind, a, b = spec
-                if kind != "mid":
-                    raise ValueError(f"unknown joint spec {spec}")
-                rots.append(g_rot[:, idx(a)])
-                poss.append(0.5 * (g_pos[:, idx(a)] + g_pos[:, idx(b)]))
-            else:
-                rots.append(g_rot[:, idx(spec)])
-                poss.append(g_pos[:, idx(spec)])
-        G = np.stack(rots, 1)
-        P = np.stack(poss, 1)
-        local = np.asarray(geometry.global_to_local(G, SMPL22_PARENTS))
-        # offset[j] = G[parent]^T (P[j] - P[parent]); constant for rigid bones
-        par = np.array(SMPL22_PARENTS[1:])
-        rel = P[:, 1:] - P[:, par]
-        off = np.einsum("tjba,tjb->tja", G[:, par], rel)
-        offsets = np.concatenate([np.zeros((1, 3), np.float32), np.median(off, 0)], 0)
+        from mmar.data.bvh import BvhData
+
+        for spec in mapping:  # name every missing joint before any work
+            for n in (spec[1:] if isinstance(spec, tuple) else (spec,)):
+                self.skeleton.index(n)
+        src = BvhData(names=self.skeleton.names, parents=self.skeleton.parents,
+                      offsets=self.skeleton.offsets, channels=(), local_rot=self.local_rot,
+                      root_pos=self.root_pos, local_trans=self.local_trans, fps=self.fps,
+                      frame_time=1.0 / self.fps)
+        out = src.retarget(mapping, SMPL22_NAMES, SMPL22_PARENTS)  # one implementation, numpy
+        local, offsets = out.local_rot, out.offsets
         return Clip(
             name=self.name,
             skeleton=smpl22_skeleton(offsets),
             local_rot=local,
-            root_pos=P[:, 0],
+            root_pos=out.root_pos,
             fps=self.fps,
             labels=dict(self.labels),
             texts=list(self.texts),

@@ -203,6 +203,15 @@ def _base_config():
     return Config(model=SparseBodyModelConfig(), data=SparseBodyDataConfig())
 
 
+def cmd_export(args) -> int:
+    from mmar.export.card import export_checkpoint
+
+    card = export_checkpoint(args.checkpoint, args.out, quantize=args.quantize, mode=args.mode)
+    print(json.dumps({k: card[k] for k in ("file", "mode", "quantize", "file_bytes", "parity_max_abs_vs_jax",
+                                           "latency_ms_single_thread")}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mmar", description="Multi-scale autoregressive human motion models.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -249,6 +258,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--ema", action="store_true", help="use the EMA weights")
     e.add_argument("--workers", type=int, default=2)
     e.set_defaults(fn=cmd_eval)
+
+    x = sub.add_parser("export", help="checkpoint -> .tflite (builtin ops) + JSON model card")
+    x.add_argument("--checkpoint", required=True)
+    x.add_argument("--out", required=True, help="model.tflite (the card is written beside it)")
+    x.add_argument("--quantize", default="none", help="none | fp16")
+    x.add_argument("--mode", default=None, help="stream (Mem-MLP) | window (AGRoL-MLP)")
+    x.set_defaults(fn=cmd_export)
     return p
 
 

@@ -96,3 +96,20 @@ def test_bad_configs_and_checkpoints(runs, bench, tmp_path):
     with pytest.raises(CheckpointError, match="mlp_vqvae"):
         train(SparseBodyTask(cfg, bench), cfg, tmp_path / "wrong")
     assert cli.main(["eval", "--checkpoint", str(tmp_path / "nothing")]) == 2
+
+
+def test_cli_export_with_model_card(runs, tmp_path, capsys):
+    for kind, mode in (("agrol_mlp", "window"), ("mem_mlp", "stream")):
+        out = tmp_path / f"{kind}.tflite"
+        assert cli.main(["export", "--checkpoint", str(runs[kind][0]), "--out", str(out)]) == 0
+        card = json.loads((tmp_path / f"{kind}.json").read_text())
+        assert card["mode"] == mode and card["file_bytes"] == out.stat().st_size
+        assert card["parity_max_abs_vs_jax"] < 1e-4
+        assert card["latency_ms_single_thread"]["median"] > 0
+        assert card["coordinate_frame"].startswith("Y up") and "sparse_layout" in card
+    # the VQ-VAE is not a sparse-to-full-body model; nothing is written
+    bad = tmp_path / "vq.tflite"
+    assert cli.main(["export", "--checkpoint", str(runs["mlp_vqvae"][0]), "--out", str(bad)]) == 2
+    assert cli.main(["export", "--checkpoint", str(runs["agrol_mlp"][0]), "--out", str(bad), "--mode", "stream"]) == 2
+    assert cli.main(["export", "--checkpoint", str(runs["agrol_mlp"][0]), "--out", str(bad), "--quantize", "int3"]) == 2
+    assert not bad.exists() and not (tmp_path / "vq.json").exists()

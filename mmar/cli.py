@@ -3,6 +3,7 @@
   mmar convert INPUT... --out FILE.npz [--fps N] [--body-model SMPLH.npz] [--kind humanml3d|kit]
   mmar metrics --pred P.npz --gt G.npz [--fps N] [--no-align-head]
   mmar render FILE.npz [--clip NAME] [--compare OTHER.npz] --out anim.gif|mp4
+  mmar export --checkpoint RUN --out MODEL.tflite [--quantize none|fp16|int8] [--mode window|stream]
 
 Errors in user input are reported in one line naming the file (exit code 2); with several
 inputs, a malformed file is reported and the others still convert.
@@ -175,7 +176,7 @@ def cmd_eval(args) -> int:
     variables, _ = load_params(ckpt, ema=args.ema)
     workdir = ckpt if os.path.exists(os.path.join(ckpt, "config.json")) else os.path.dirname(
         os.path.dirname(os.path.abspath(ckpt)))
-    cfg, _ = load_saved_config(workdir, base=_base_config())
+    cfg, _ = load_saved_config(workdir, base=_base_config(workdir))
     cfg = apply_overrides(cfg, args.set or [])
     task = make_task(cfg)
     fps = float(cfg.data.fps)
@@ -195,12 +196,11 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def _base_config():
-    """Typed defaults the saved config of a run is read into."""
-    from mmar.tasks.sparse_body import SparseBodyDataConfig, SparseBodyModelConfig
-    from mmar.train.config import Config
+def _base_config(workdir=None):
+    """Typed defaults the saved config of a run is read into (see :func:`mmar.tasks.base_config`)."""
+    from mmar.tasks import base_config
 
-    return Config(model=SparseBodyModelConfig(), data=SparseBodyDataConfig())
+    return base_config(workdir)
 
 
 def cmd_export(args) -> int:
@@ -262,7 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     x = sub.add_parser("export", help="checkpoint -> .tflite (builtin ops) + JSON model card")
     x.add_argument("--checkpoint", required=True)
     x.add_argument("--out", required=True, help="model.tflite (the card is written beside it)")
-    x.add_argument("--quantize", default="none", help="none | fp16")
+    x.add_argument("--quantize", default="none",
+                   help="none (float32) | fp16 (float16 weights) | int8 (dynamic range: int8 weights, float "
+                        "activations); details in the model card and mmar/export/tflite.py")
     x.add_argument("--mode", default=None, help="stream (Mem-MLP) | window (AGRoL-MLP)")
     x.set_defaults(fn=cmd_export)
     return p

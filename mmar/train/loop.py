@@ -11,6 +11,8 @@ A model plugs in by implementing the :class:`Task` protocol::
             # -> iterator of this process's batches (dicts of numpy arrays, leading axis =
             #    train.batch_size / process count) with get_state() / set_state(state).
         def evaluate(self, params, extra_vars) -> dict[str, float]:   # optional
+        def post_update(self, params, extra_vars, rng, step):          # optional, traced
+            # -> (params, extra_vars) after the optimizer update (e.g. dead-code revival)
 
 ``init`` and ``loss`` are traced under ``jax.jit``; ``batch`` inside them is the global batch.
 ``step`` is the number of updates done before this one (0-based). ``start_state`` is the saved
@@ -284,10 +286,13 @@ def _run(task, cfg, cfg_dict, mesh, tx, schedule, ema_decay, ckpt, writer, is_ma
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        extra_vars = {**state.extra_vars, **flax.core.unfreeze(new_extra or {})}
+        if hasattr(task, "post_update"):
+            params, extra_vars = task.post_update(params, extra_vars, jax.random.fold_in(step_rng, 1), state.step)
         new = state.replace(
             step=state.step + 1,
             params=params,
-            extra_vars={**state.extra_vars, **flax.core.unfreeze(new_extra or {})},
+            extra_vars=extra_vars,
             opt_state=opt_state,
             ema_params=ema_update(state.ema_params, params, ema_decay) if ema_decay is not None else None,
             rng=rng,

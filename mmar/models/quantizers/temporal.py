@@ -59,7 +59,7 @@ Gumbel assignment).
 
 Public methods (call with ``module.apply(variables, ..., method=TemporalQuantizer.<name>)``):
 ``__call__``, ``encode_codes``, ``decode_codes``, ``partial_reconstruction``,
-``teacher_forcing_inputs``, ``corrupt_and_requantize``, ``reconstructions``.
+``teacher_forcing_inputs``, ``codebook_vectors``, ``scale_contribution``, ``next_scale_input``, ``corrupt_and_requantize``, ``reconstructions``.
 All math is float32 with ``Precision.HIGHEST``; the scale loop is unrolled in Python.
 """
 from __future__ import annotations
@@ -514,6 +514,23 @@ class TemporalQuantizer(nn.Module):
         if len(codes) != self.config.num_scales:
             raise ShapeError(f"decode_codes: expected {self.config.num_scales} scales, got {len(codes)}")
         return self.partial_reconstruction(codes, self.config.num_scales)
+
+    def codebook_vectors(self) -> Array:
+        """The codebook ``(K, D)`` (learned parameter or EMA statistics)."""
+        return self._codebook()
+
+    def scale_contribution(self, k: int, e: Array) -> Array:
+        """``phi_k(up(e))``: what scale ``k`` (static int) adds to ``f_hat (B, T, D)`` for the code
+        vectors ``e (B, L_k, D)`` -- hard codebook rows or MotionMAR's soft codebook mix."""
+        cfg = self.config
+        if e.ndim != 3 or e.shape[1] != cfg.lengths[k] or e.shape[2] != cfg.code_dim:
+            raise ShapeError(f"scale {k} vectors must be (B, {cfg.lengths[k]}, {cfg.code_dim}), got {tuple(e.shape)}")
+        return self._up(k, jnp.asarray(e, F32))
+
+    def next_scale_input(self, f_hat: Array, k: int) -> Array:
+        """The input of scale ``k + 1`` given ``f_hat`` accumulated over scales ``<= k``:
+        ``f_hat`` resized to ``L_{k+1}`` (as in :meth:`teacher_forcing_inputs`)."""
+        return resample(f_hat, self.config.lengths[k + 1], self.config.teacher_forcing_mode)
 
     def teacher_forcing_inputs(self, codes: Sequence[Array]) -> list[Array]:
         """VAR's next-scale inputs: for ``k = 1..K-1``, ``f_hat`` accumulated over scales

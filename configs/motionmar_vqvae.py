@@ -1,0 +1,11 @@
+"""MotionMAR stage 1: the TMT VQ-VAE (scales 5/10/20 over 20-frame windows at 60 fps, learned
+1024 x 64 codebook, width 512), on the Bandai benchmark.
+
+    mmar train configs/motionmar_vqvae.py --workdir runs/motionmar_vqvae
+"""
+from configs.common import motionmar_experiment
+from mmar.tasks.motionmar import MotionMARModelConfig
+
+
+def get_config():
+    return motionmar_experiment("motionmar_vqvae", MotionMARModelConfig(kind="tmt_vqvae"), lr=2e-4)

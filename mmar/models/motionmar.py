@@ -73,6 +73,7 @@ class MotionMARConfig:
     mrn: bool = True
     mrn_hidden: int = 256
     mrn_layers: int = 2
+    mrn_unroll: bool = False  # unroll the GRUs over the window (export: no while loop in the graph)
 
     def __post_init__(self):
         object.__setattr__(self, "lengths", tuple(int(x) for x in self.lengths))
@@ -98,18 +99,21 @@ class MotionMARConfig:
 class BiGRURefiner(nn.Module):
     """MRN: ``Linear([pose | sparse]) -> layers x BiGRU -> Linear`` = a pose residual.
 
-    The GRUs are unrolled over the (short, static) window, so the graph has no while loop."""
+    ``unroll=True`` unrolls the GRUs over the (short, static) window, so the graph has no while
+    loop (used for export); training keeps the scan, which compiles much faster."""
 
     hidden: int = 256
     layers: int = 2
     out_dim: int = 132
+    unroll: bool = False
 
     @nn.compact
     def __call__(self, pose: Array, sparse: Array) -> Array:
         h = nn.Dense(self.hidden, name="in_proj")(jnp.concatenate([pose, sparse], axis=-1))
         for i in range(self.layers):
-            fwd = nn.RNN(nn.GRUCell(self.hidden, name=f"gru{i}_fwd_cell"), unroll=pose.shape[1], name=f"gru{i}_fwd")
-            bwd = nn.RNN(nn.GRUCell(self.hidden, name=f"gru{i}_bwd_cell"), unroll=pose.shape[1], name=f"gru{i}_bwd")
+            unroll = pose.shape[1] if self.unroll else 1
+            fwd = nn.RNN(nn.GRUCell(self.hidden, name=f"gru{i}_fwd_cell"), unroll=unroll, name=f"gru{i}_fwd")
+            bwd = nn.RNN(nn.GRUCell(self.hidden, name=f"gru{i}_bwd_cell"), unroll=unroll, name=f"gru{i}_bwd")
             h = nn.Bidirectional(fwd, bwd, name=f"bigru{i}")(h)
         return nn.Dense(self.out_dim, kernel_init=nn.initializers.zeros, name="out")(h)
 
@@ -132,7 +136,7 @@ class MotionMAR(nn.Module):
         self.word_embed = nn.Dense(c.width)
         self.transformer = ScaleARTransformer(c.ar_config())
         if c.mrn:
-            self.mrn = BiGRURefiner(c.mrn_hidden, c.mrn_layers, c.pose_dim)
+            self.mrn = BiGRURefiner(c.mrn_hidden, c.mrn_layers, c.pose_dim, c.mrn_unroll)
 
     def _check_sparse(self, sparse: Array) -> None:
         c = self.config

@@ -20,6 +20,7 @@ Data, split and metrics are those of :class:`mmar.tasks.sparse_body.SparseBodyDa
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -205,10 +206,9 @@ class MotionMARTask:
 
     # ------------------------------------------------------------------ inference
     def window_fn(self, variables, hop: int | None = None, refine: bool | None = None):
-        """A jitted ``(sparse windows (C, W, 54), offsets (C, 22, 3)) -> (rot6d (C, hop, 22, 6),
-        joints (C, hop, 22, 3))`` for the last ``hop`` frames of each window."""
-        from mmar.models.motionmar import infer_window
-
+        """``(sparse windows (C, W, 54), offsets (C, 22, 3)) -> (rot6d (C, hop, 22, 6), joints
+        (C, hop, 22, 3))`` for the last ``hop`` frames of each window; compiled once per model
+        configuration and ``(C, hop, refine)``, whatever the task instance or weights."""
         if self.model is None:
             raise ConfigError("the TMT VQ-VAE is not a sparse-to-full-body predictor")
         m = self.m
@@ -217,19 +217,10 @@ class MotionMARTask:
         if not 1 <= hop <= self.window:
             raise ConfigError(f"hop must lie in [1, {self.window}], got {hop}")
         variables = jax.tree.map(jnp.asarray, variables)
-        model_vars = {"params": variables["params"]}
-        vq_vars = variables["vqvae"]
-        W = self.window
-
-        @jax.jit
-        def fn(sparse, offsets):
-            out = infer_window(self.model, model_vars, self.vq_model, vq_vars, sparse, decode=m.decode,
-                               temperature=m.soft_temperature, guidance=m.guidance, refine=refine)
-            rot = out["pose"][:, W - hop:].reshape(sparse.shape[0], hop, -1, 6)
-            off = jnp.broadcast_to(offsets[:, None], rot.shape[:3] + (3,))
-            return rot, body.body_in_world(rot, off, sparse[:, W - hop:])
-
-        return fn
+        params, vq_vars = variables["params"], variables["vqvae"]
+        static = dict(ar_cfg=self.ar_cfg, vq_cfg=self.vq_cfg, hop=hop, decode=m.decode,
+                      temperature=float(m.soft_temperature), guidance=float(m.guidance), refine=bool(refine))
+        return lambda sparse, offsets: _predict_windows(params, vq_vars, sparse, offsets, **static)
 
     def predict_clips(self, variables, clips: dict[str, dict], batch: int | None = None, hop: int | None = None,
                       refine: bool | None = None, progress: bool = False) -> dict[str, dict]:
@@ -365,6 +356,19 @@ class MotionMARTask:
     def _fk(rot, offsets, sparse):
         off = jnp.broadcast_to(offsets[:, None], rot.shape[:3] + (3,))
         return body.body_in_world(rot, off, sparse)
+
+
+@functools.partial(jax.jit, static_argnames=("ar_cfg", "vq_cfg", "hop", "decode", "temperature", "guidance", "refine"))
+def _predict_windows(params, vq_vars, sparse, offsets, *, ar_cfg, vq_cfg, hop, decode, temperature, guidance, refine):
+    from mmar.models.motionmar import MotionMAR, infer_window
+    from mmar.models.vqvae import TemporalVQVAE
+
+    W = ar_cfg.window
+    out = infer_window(MotionMAR(ar_cfg), {"params": params}, TemporalVQVAE(vq_cfg), vq_vars, sparse, decode=decode,
+                       temperature=temperature, guidance=guidance, refine=refine)
+    rot = out["pose"][:, W - hop:].reshape(sparse.shape[0], hop, -1, 6)
+    off = jnp.broadcast_to(offsets[:, None], rot.shape[:3] + (3,))
+    return rot, body.body_in_world(rot, off, sparse[:, W - hop:])
 
 
 def task_from_config(cfg, benchmark=None) -> MotionMARTask:

@@ -131,3 +131,20 @@ def test_shapes_and_compatibility_are_checked(parts):
         check_compatible(MotionMARConfig(code_dim=D, vocab_size=V + 1), vq.config)
     with pytest.raises(ConfigError, match="non-decreasing"):
         MotionMARConfig(lengths=(10, 5))
+
+
+def test_one_scale_ablation_runs():
+    q = dataclasses.replace(MOTIONMAR_TEMPORAL, lengths=(20,), codebook_size=V, code_dim=D)
+    vq = TemporalVQVAE(dataclasses.replace(MOTIONMAR_VQVAE, width=16, depth=1, quantizer=q))
+    key = jax.random.PRNGKey(0)
+    pose, sparse = jnp.zeros((2, 20, 132)), jax.random.normal(key, (2, 20, 54))
+    vq_vars = vq.init({"params": key, "dropout": key, "vq": key}, pose, None, sparse)
+    cfg = MotionMARConfig(lengths=(20,), code_dim=D, vocab_size=V, width=16, depth=1, heads=2, mrn=False)
+    check_compatible(cfg, vq.config)
+    model = MotionMAR(cfg)
+    variables = init_motionmar(model, key)
+    codes, tf = teacher_forcing(vq, vq_vars, pose)
+    assert len(codes) == 1 and tf == []
+    out = infer_window(model, variables, vq, vq_vars, sparse, decode="greedy")
+    assert out["logits"].shape == (2, 20, V)
+    np.testing.assert_array_equal(out["pose"], out["pose_raw"])  # no MRN in this config

@@ -309,8 +309,8 @@ class MotionMARTask:
             codes_all.append(np.stack([np.pad(np.asarray(c[:m]), ((0, 0), (0, W - c.shape[1])), constant_values=-1)
                                        for c in codes], 1))
             for n, y in enumerate(recs, start=1):
+                pos = np.asarray(self._fk(jnp.reshape(y, (batch, W, 22, 6)), o, s))[:m]
                 y = np.asarray(y[:m]).reshape(m, W, 22, 6)
-                pos = np.asarray(self._fk(y, o[:m], s[:m]))
                 errs[n].append((np.linalg.norm(pos - j[:m], axis=-1).mean(axis=(1, 2)),
                                 np.linalg.norm(y - r[:m].reshape(m, W, 22, 6), axis=-1).mean(axis=(1, 2))))
         codes_all = np.concatenate(codes_all)  # (windows, K, W) padded with -1
@@ -334,28 +334,27 @@ class MotionMARTask:
         return out
 
     def _vq_scales(self, vq_vars):
-        K = len(self.m.lengths)
-        key = id(vq_vars)
-        if getattr(self, "_vq_scales_key", None) != key:
-            vq = self.vq_model
-
-            @jax.jit
-            def fn(s, r):
-                codes = vq.apply(vq_vars, r, method=lambda m, x: m.encode_codes(x))
-                recs = []
-                for n in range(1, K + 1):
-                    recs.append(vq.apply(vq_vars, codes, s, method=lambda m, c, s_, n=n: m.decode_latent(
-                        m.quantizer.partial_reconstruction(c, n), None, s_)))
-                return codes, recs
-
-            self._vq_scales_fn, self._vq_scales_key = fn, key
-        return self._vq_scales_fn
+        return functools.partial(_vq_scales, vq_vars, vq_cfg=self.vq_cfg)
 
     @staticmethod
     @jax.jit
     def _fk(rot, offsets, sparse):
         off = jnp.broadcast_to(offsets[:, None], rot.shape[:3] + (3,))
         return body.body_in_world(rot, off, sparse)
+
+
+@functools.partial(jax.jit, static_argnames=("vq_cfg",))
+def _vq_scales(vq_vars, sparse, pose, *, vq_cfg):
+    """Codes of ``pose (B, W, 132)`` and its reconstructions from the first 1..K scales."""
+    from mmar.models.vqvae import TemporalVQVAE
+
+    vq = TemporalVQVAE(vq_cfg)
+    codes = vq.apply(vq_vars, pose, method=lambda m, x: m.encode_codes(x))
+    recs = []
+    for n in range(1, vq_cfg.quantizer.num_scales + 1):
+        recs.append(vq.apply(vq_vars, codes, sparse, method=lambda m, c, s_, n=n: m.decode_latent(
+            m.quantizer.partial_reconstruction(c, n), None, s_)))
+    return codes, recs
 
 
 @functools.partial(jax.jit, static_argnames=("ar_cfg", "vq_cfg", "hop", "decode", "temperature", "guidance", "refine"))

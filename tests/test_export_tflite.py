@@ -64,6 +64,31 @@ def test_agrol_window_export(tmp_path):
     np.testing.assert_allclose(run_tflite(b16, {"sparse": x})["rot6d"], ref, atol=5e-2)
 
 
+def _tensor_types(model_bytes):
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=model_bytes)
+    return {np.dtype(d["dtype"]).name for d in it.get_tensor_details()}
+
+
+def test_int8_dynamic_range(tmp_path):
+    """int8 = dynamic-range quantization: int8 weights, float32 inputs and outputs."""
+    cfg = AGRoLMLPConfig(window=8, dim=64, depth=2)  # weights of >= 1024 numbers get quantized
+    model = AGRoLMLP(cfg)
+    variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 54)))
+    fn = agrol_window_fn(model, variables)
+    x = np.random.RandomState(1).randn(1, 8, 54).astype(np.float32)
+    ref = np.asarray(jax.jit(fn)(x)["rot6d"])
+    b32 = export_tflite(fn, agrol_window_specs(cfg), tmp_path / "f32.tflite")
+    b8 = export_tflite(fn, agrol_window_specs(cfg), tmp_path / "i8.tflite", quantize="int8")
+    assert len(b8) < 0.5 * len(b32)
+    assert "int8" in _tensor_types(b8) and "int8" not in _tensor_types(b32)
+    out = run_tflite(b8, {"sparse": x})["rot6d"]
+    assert out.dtype == np.float32 and out.shape == ref.shape
+    err = np.abs(out - ref).max()
+    assert 0 < err < 0.1, err
+
+
 def test_mem_mlp_stream_export(tmp_path):
     cfg = MemMLPConfig(window=6, dim=16, depth=2, head_depth=1, code_dim=8)
     model = MemMLP(cfg)
@@ -83,12 +108,16 @@ def test_mem_mlp_stream_export(tmp_path):
     ref = np.asarray(predict_clip(model, variables, jnp.asarray(clip)[None], vq, vq_vars)["rot6d"][0])
     np.testing.assert_allclose(got, ref, atol=1e-4)
 
-    # the carried state equals JAX's stream_step state
+    # the carried state equals JAX's stream_step state; the position output its last frame
     init, step = make_streamer(model, vq)
     state = init(1)
     params = {"mem_mlp": variables, "vqvae": vq_vars}
+    rt.reset()
     for f in clip:
         state, pose = step(params, state, jnp.asarray(f)[None])
+        out = rt.model({"sparse_frame": f[None], **rt.state})
+        rt.state = {k: out[f"next_{k}"] for k in rt.state_spec}
+        np.testing.assert_allclose(out["pos"], np.asarray(pose["pos"]), atol=1e-4)
     np.testing.assert_allclose(got[-1], np.asarray(pose["rot6d"][0]), atol=1e-4)
     np.testing.assert_allclose(rt.state["window"], np.asarray(state.window), atol=1e-6)
     np.testing.assert_allclose(rt.state["memory_rot6d"], np.asarray(state.memory["rot6d"]), atol=1e-4)
@@ -97,6 +126,28 @@ def test_mem_mlp_stream_export(tmp_path):
 
     # a second clip starts from a fresh state
     np.testing.assert_allclose(rt.run_clip(clip[:3]), got[:3], atol=1e-6)
+
+
+@pytest.mark.parametrize("kw", [dict(head_depth=1), dict(head_depth=2), dict(head_depth=2, use_pos_head=False),
+                                dict(head_depth=2, use_code=False), dict(head_depth=1, use_memory=False),
+                                dict(head_depth=2, memory_into_heads=False)])
+def test_stream_forward_equals_model(kw):
+    """The export's forward pass (position head on the last frame only) equals MemMLP."""
+    from mmar.export.tflite import _mem_mlp_window_last_pos
+    from mmar.models.mem_mlp import zero_memory
+
+    cfg = MemMLPConfig(window=5, dim=16, depth=4, code_dim=8, **kw)
+    model = MemMLP(cfg)
+    rng = np.random.RandomState(4)
+    x = jnp.asarray(rng.randn(2, 5, 54).astype(np.float32))
+    memory = {k: jnp.asarray(rng.randn(*v.shape).astype(np.float32)) for k, v in zero_memory(cfg, 2).items()}
+    variables = model.init(jax.random.PRNGKey(5), x, memory)
+    ref = model.apply(variables, x, memory)
+    got = jax.jit(lambda a, m: _mem_mlp_window_last_pos(model, variables, a, m))(x, memory)
+    assert set(got) == ({"rot6d", "pos"} if cfg.use_pos_head else {"rot6d"})
+    np.testing.assert_allclose(got["rot6d"], ref["rot6d"], atol=1e-5)
+    if cfg.use_pos_head:
+        np.testing.assert_allclose(got["pos"], ref["pos"][:, -1], atol=1e-5)
 
 
 def test_bad_quantize_and_atomic_write(tmp_path):
@@ -114,8 +165,8 @@ def test_bad_quantize_and_atomic_write(tmp_path):
 
     with pytest.raises(Exception):
         export_tflite(broken, spec, path)
-    with pytest.raises(ConfigError):
-        export_tflite(fn, spec, path, quantize="int8")
+    with pytest.raises(ConfigError, match="quantize must be one of"):
+        export_tflite(fn, spec, path, quantize="int4")
     assert path.read_bytes() == b"old model"
     assert os.listdir(tmp_path) == ["m.tflite"]
 
@@ -135,10 +186,13 @@ def test_failed_write_keeps_existing_file(tmp_path, monkeypatch):
 
 
 def test_runtime_imports_neither_jax_nor_tensorflow():
+    """The runtime, its BVH entry point and the numpy data modules it uses load without JAX,
+    TensorFlow or Flax (tests/test_export_runtime.py runs the entry point with them blocked)."""
     import subprocess
     import sys
 
-    code = ("import sys, mmar.export.runtime; "
+    code = ("import sys, mmar.export.runtime as r, mmar.data.arrays, mmar.data.bvh; "
+            "assert callable(r.main) and callable(r.predict_bvh) and callable(r.bvh_arrays); "
             "bad = [m for m in ('jax', 'tensorflow', 'flax') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -5,18 +5,31 @@ A :class:`Clip` holds local joint rotations on its own skeleton, the root transl
 metres (Y up, see ``docs/design.md``), the frame rate, labels and captions. Importers produce
 clips on the source skeleton; :meth:`Clip.retarget` maps them to SMPL-22 with a joint-name map
 that is plain data (:data:`JOINT_MAPS`), so a user can register a new skeleton.
+
+The joint maps, ``SPARSE_SLICES`` and the npz reader / writer (``save_arrays``,
+``load_arrays``) live in the numpy-only :mod:`mmar.data.arrays` and are re-exported here.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from mmar import geometry
-from mmar.errors import DataFormatError, ShapeError
+# numpy-only pieces live in mmar.data.arrays (importable without JAX); re-exported here
+from mmar.data.arrays import (  # noqa: F401
+    JOINT_MAPS,
+    SPARSE_SLICES,
+    JointSpec,
+    guess_joint_map,
+    load_arrays,
+    register_joint_map,
+    save_arrays,
+)
+from mmar.errors import ShapeError
 from mmar.skeleton import NUM_JOINTS, SMPL22_NAMES, SMPL22_PARENTS, SPARSE_JOINTS
 
 
@@ -55,46 +68,6 @@ class Skeleton:
 
 def smpl22_skeleton(offsets: np.ndarray) -> Skeleton:
     return Skeleton(SMPL22_NAMES, SMPL22_PARENTS, offsets)
-
-
-# A joint map lists, for each SMPL-22 joint in order, the source joint name, or a tuple
-# ("mid", a, b) for a joint placed at the midpoint of two source joints (its rotation is a's).
-JointSpec = str | tuple[str, str, str]
-
-JOINT_MAPS: dict[str, tuple[JointSpec, ...]] = {
-    "bandai": (
-        "Hips", "UpperLeg_L", "UpperLeg_R", "Spine", "LowerLeg_L", "LowerLeg_R",
-        ("mid", "Spine", "Chest"), "Foot_L", "Foot_R", "Chest", "Toes_L", "Toes_R", "Neck",
-        "Shoulder_L", "Shoulder_R", "Head", "UpperArm_L", "UpperArm_R", "LowerArm_L",
-        "LowerArm_R", "Hand_L", "Hand_R",
-    ),
-    "lafan1": (
-        "Hips", "LeftUpLeg", "RightUpLeg", "Spine", "LeftLeg", "RightLeg", "Spine1",
-        "LeftFoot", "RightFoot", "Spine2", "LeftToe", "RightToe", "Neck", "LeftShoulder",
-        "RightShoulder", "Head", "LeftArm", "RightArm", "LeftForeArm", "RightForeArm",
-        "LeftHand", "RightHand",
-    ),
-    "smpl22": SMPL22_NAMES,
-}
-
-
-def register_joint_map(name: str, mapping: Sequence[JointSpec]) -> None:
-    """Add a skeleton's joint-name map (22 entries in SMPL-22 order)."""
-    if len(mapping) != NUM_JOINTS:
-        raise ShapeError(f"joint map {name!r} needs {NUM_JOINTS} entries, got {len(mapping)}")
-    JOINT_MAPS[name] = tuple(mapping)
-
-
-def guess_joint_map(names: Sequence[str]) -> str:
-    """The first registered map whose source joints are all present in ``names``."""
-    have = set(names)
-    for key, mapping in JOINT_MAPS.items():
-        needed = set()
-        for spec in mapping:
-            needed |= set(spec[1:]) if isinstance(spec, tuple) else {spec}
-        if needed <= have:
-            return key
-    raise KeyError(f"no registered joint map fits the joints {sorted(have)}; use register_joint_map")
 
 
 @dataclasses.dataclass
@@ -265,61 +238,6 @@ def sparse_features(global_rot, global_pos, joints: Sequence[int] = SPARSE_JOINT
         ],
         -1,
     )
-
-
-SPARSE_SLICES = {
-    "rot6d": slice(0, 18),
-    "rotvel6d": slice(18, 36),
-    "pos": slice(36, 45),
-    "posdiff": slice(45, 54),
-}
-
-
-def save_arrays(path: str, clips: Mapping[str, Mapping[str, np.ndarray]]) -> None:
-    """Write ``{clip: {key: array}}`` as one npz with ``<clip>/<key>`` entries, atomically
-    (a temporary file renamed into place, so an existing file survives a failed write)."""
-    import os
-    import tempfile
-
-    flat = {}
-    for clip, arrays in clips.items():
-        if "/" in clip:
-            raise ValueError(f"clip name {clip!r} must not contain '/'")
-        for key, arr in arrays.items():
-            flat[f"{clip}/{key}"] = np.asarray(arr)
-    d = os.path.dirname(os.path.abspath(path)) or "."
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=d)
-    os.close(fd)
-    try:
-        np.savez(tmp, **flat)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def load_arrays(path: str) -> dict[str, dict[str, np.ndarray]]:
-    """Read an npz in the ``mmar convert`` layout back into ``{clip: {key: array}}``."""
-    import os
-    import zipfile
-
-    if not os.path.exists(path):
-        raise DataFormatError("file not found", path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            out: dict[str, dict[str, np.ndarray]] = {}
-            for k in z.files:
-                if "/" not in k:
-                    raise DataFormatError(f"key {k!r} is not of the form <clip>/<array>", path)
-                clip, key = k.rsplit("/", 1)
-                out.setdefault(clip, {})[key] = z[k]
-    except (zipfile.BadZipFile, ValueError, OSError) as e:
-        if isinstance(e, DataFormatError):
-            raise
-        raise DataFormatError(f"not a readable npz file ({e})", path) from e
-    return out
 
 
 _FK_CHUNK = 2048

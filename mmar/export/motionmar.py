@@ -6,7 +6,7 @@ MRN (unrolled over the 20 frames, so the graph has no while loop) -- converts as
 function with fixed shapes. Decoding is deterministic (the soft codebook mix, or the argmax
 code); no RNG op is exported. A headset runs it like the AGRoL-MLP window model: keep the last
 20 sparse frames (the first frame repeated before the stream starts) and call it once per new
-frame (:class:`mmar.export.runtime.StreamRuntime` window mode).
+frame (:class:`mmar.export.runtime.WindowRuntime`).
 """
 from __future__ import annotations
 

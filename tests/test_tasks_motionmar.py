@@ -127,3 +127,13 @@ def test_bad_configs(runs, bench, tmp_path):
     task = MotionMARTask(tiny("tmt_vqvae"), bench)
     with pytest.raises(ConfigError, match="not a sparse-to-full-body"):
         task.window_fn({})
+
+
+def test_cli_export_motionmar_with_card(runs, tmp_path, capsys):
+    out = tmp_path / "mm.tflite"
+    assert cli.main(["export", "--checkpoint", str(runs["ar"][0]), "--out", str(out)]) == 0
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["model"] == "motionmar" and card["mode"] == "window" and card["window"] == 20
+    assert card["parity_max_abs_vs_jax"] < 1e-4
+    assert cli.main(["export", "--checkpoint", str(runs["vq"][0]), "--out", str(tmp_path / "vq.tflite")]) == 2
+    assert not (tmp_path / "vq.tflite").exists()

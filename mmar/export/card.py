@@ -1,6 +1,7 @@
 """``mmar export``: a trained sparse-to-full-body checkpoint -> ``.tflite`` plus a JSON model card.
 
-Modes: AGRoL-MLP ``window`` (a window of W sparse frames in, the last frame's pose out);
+Modes: AGRoL-MLP and MotionMAR ``window`` (a window of W sparse frames in, the last frame's
+pose out; MotionMAR as one graph with all scales, the VQ-VAE decoder and the refiner);
 Mem-MLP ``stream`` (one frame and the state in, the pose and the next state out). The card
 beside the model holds the tensor names, shapes and dtypes, units, coordinate frame, fps, the
 sparse-input layout, the model's config and training data, the quantization and what it means,
@@ -20,7 +21,7 @@ import numpy as np
 
 from mmar.errors import CheckpointError, ConfigError
 
-MODES = {"agrol_mlp": ("window",), "mem_mlp": ("stream",)}
+MODES = {"agrol_mlp": ("window",), "mem_mlp": ("stream",), "motionmar": ("window",)}
 SPARSE_LAYOUT = {
     "joints": ["head (SMPL 15)", "left wrist (SMPL 20)", "right wrist (SMPL 21)"],
     "0:18": "global rotation, 6D (first two matrix columns), per joint",
@@ -39,7 +40,7 @@ STREAM_PARITY_NOTE = (
 
 def _load(checkpoint: str):
     """``(task, variables, cfg)`` of a run directory; checks the model kind can be exported."""
-    from mmar.tasks.sparse_body import SparseBodyTask
+    from mmar.tasks import make_task
     from mmar.train.checkpoint import load_params
     from mmar.train.config import load_saved_config
 
@@ -48,13 +49,13 @@ def _load(checkpoint: str):
         raise CheckpointError(f"{checkpoint}: no such checkpoint directory")
     from mmar.cli import _base_config
 
-    cfg, _ = load_saved_config(ckpt, base=_base_config())
+    cfg, _ = load_saved_config(ckpt, base=_base_config(str(ckpt)))
     kind = cfg.model.kind
     if kind not in MODES:
         raise ConfigError(f"{checkpoint}: a {kind!r} checkpoint is not a sparse-to-full-body model to export "
                           f"(exportable: {', '.join(MODES)})")
     variables, _ = load_params(ckpt)
-    return SparseBodyTask(cfg), variables, cfg
+    return make_task(cfg), variables, cfg
 
 
 def export_checkpoint(checkpoint: str, out: str, quantize: str = "none", mode: str | None = None,
@@ -103,15 +104,24 @@ def export_model(task, variables, cfg, out: str, quantize: str = "none", mode: s
     variables = jax.tree.map(jnp.asarray, variables)
     params = variables["params"]
     extra = {k: v for k, v in variables.items() if k != "params"}
-    model_vars = task._model_vars(params, extra)
+    model_vars = task._model_vars(params, extra) if kind != "motionmar" else None
     mcfg = task.model.config
     rng = np.random.default_rng(0)
     T_frames = 2 * mcfg.window
     sparse = rng.normal(scale=0.3, size=(T_frames, 54)).astype(np.float32)
 
     if mode == "window":
-        specs = T.agrol_window_specs(mcfg)
-        fn = T.agrol_window_fn(task.model, model_vars)
+        if kind == "motionmar":  # the whole window model as one graph (mmar/export/motionmar.py)
+            from mmar.export import motionmar as MM
+
+            m = cfg.model
+            specs = MM.motionmar_window_specs(mcfg)
+            fn = MM.motionmar_window_fn(MM.export_model(mcfg), variables, task.vq_model, extra["vqvae"],
+                                        decode=m.decode, temperature=m.soft_temperature, guidance=m.guidance,
+                                        refine=m.refine)
+        else:
+            specs = T.agrol_window_specs(mcfg)
+            fn = T.agrol_window_fn(task.model, model_vars)
         T.export_tflite(fn, specs, out, quantize)
         model = TFLiteModel(out)
         x = sparse[None, : mcfg.window]

@@ -96,3 +96,20 @@ def test_pose_only_and_missing_sparse():
     m2 = MLPVQVAE(TINY)
     with pytest.raises(ShapeError):
         m2.init(jax.random.PRNGKey(0), rot)
+
+
+def test_revive_dead_codes_replaces_only_dead_codes_with_encoder_outputs(tiny):
+    from mmar.models.mlp_vqvae import revive_dead_codes
+
+    _, variables, _, _ = tiny
+    params = variables["params"]
+    count = jnp.zeros((16,)).at[3].set(1.0).at[7].set(0.2)  # codes 3 and 7 alive at threshold 0.1
+    z_e = _normal(103, 40, 8)
+    new, new_count = revive_dead_codes(params, count, z_e, jax.random.PRNGKey(1), threshold=0.1)
+    old_cb, cb = np.asarray(params["codebook"]), np.asarray(new["codebook"])
+    np.testing.assert_array_equal(cb[[3, 7]], old_cb[[3, 7]])
+    rows = np.asarray(z_e)
+    for k in set(range(16)) - {3, 7}:  # every dead code is now one of the batch's encoder outputs
+        assert np.min(np.abs(rows - cb[k]).sum(-1)) < 1e-6, k
+    np.testing.assert_allclose(np.asarray(new_count), np.where(np.asarray(count) < 0.1, 0.1, count))
+    assert set(new) == set(params) and new["encoder"] is params["encoder"]

@@ -43,6 +43,32 @@ def test_training_reduces_loss_and_reports_metrics(runs):
             assert {"eval/mpjpe_cm", "eval/jitter_m_s3", "eval/gt_jitter_m_s3", "eval/mpjre_deg"} <= evals
 
 
+def test_vqvae_dead_code_remedy_runs_in_the_trainer(bench):
+    """post_update re-initialises dead codes with the batch's encoder outputs every
+    ``vq_revive_every`` steps and leaves the codebook alone on other steps."""
+    import jax
+    import jax.numpy as jnp
+
+    cfg = tiny_config("mlp_vqvae", vq_revive_every=2)
+    task = SparseBodyTask(cfg, bench)
+    batch = next(iter(task.train_iterator(0)))
+    variables = task.init(jax.random.PRNGKey(0), batch)
+    params = variables.pop("params")
+    loss, (metrics, new) = task.loss(params, variables, batch, jax.random.PRNGKey(1), 0)
+    assert {"vq_stats", "revive"} == set(new) and 0.0 <= float(metrics["dead"]) <= 1.0
+    extra = {**variables, **new}
+    same, _ = task.post_update(params, extra, jax.random.PRNGKey(2), jnp.asarray(0))
+    np.testing.assert_array_equal(same["codebook"], params["codebook"])
+    revived, extra2 = task.post_update(params, extra, jax.random.PRNGKey(2), jnp.asarray(1))
+    cb, z = np.asarray(revived["codebook"]), np.asarray(new["revive"]["z_e"])
+    dead = np.asarray(new["vq_stats"]["code_count"]) < cfg.model.vq_revive_threshold
+    assert dead.any()
+    for k in np.flatnonzero(dead):
+        assert np.min(np.abs(z - cb[k]).sum(-1)) < 1e-6
+    np.testing.assert_array_equal(cb[~dead], np.asarray(params["codebook"])[~dead])
+    assert np.all(np.asarray(extra2["vq_stats"]["code_count"]) >= cfg.model.vq_revive_threshold)
+
+
 def test_mem_mlp_checkpoint_is_self_contained(runs, monkeypatch):
     monkeypatch.chdir(runs["mem_mlp"][0].parent)  # a relative run directory works too
     variables, cfg = load_params(runs["mem_mlp"][0].name)

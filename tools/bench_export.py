@@ -4,9 +4,9 @@
         [--quantize none,fp16,int8] [--iters 500] [--out-dir DIR] [--profile] [--full-int8 N] \\
         [--simulate-fp16] [--kmeans-codebook]
 
-For each checkpoint (an ``mmar train`` run of AGRoL-MLP or Mem-MLP) and each quantization it
-exports the model with :func:`mmar.export.card.export_model` (AGRoL-MLP in window mode, Mem-MLP
-in stream mode) and prints, as one Markdown table:
+For each checkpoint (an ``mmar train`` run of AGRoL-MLP, Mem-MLP or MotionMAR) and each
+quantization it exports the model with :func:`mmar.export.card.export_model` (AGRoL-MLP and
+MotionMAR in window mode, Mem-MLP in stream mode) and prints, as one Markdown table:
 
 * the file size;
 * the single-thread LiteRT latency of one frame (one model call: a window for AGRoL-MLP, a
@@ -142,8 +142,15 @@ def _export_fn(task, variables, cfg):
 
     variables = jax.tree.map(jnp.asarray, variables)
     extra = {k: v for k, v in variables.items() if k != "params"}
-    mv = task._model_vars(variables["params"], extra)
     mcfg = task.model.config
+    if cfg.model.kind == "motionmar":
+        from mmar.export import motionmar as MM
+
+        m = cfg.model
+        fn = MM.motionmar_window_fn(MM.export_model(mcfg), variables, task.vq_model, extra["vqvae"], decode=m.decode,
+                                    temperature=m.soft_temperature, guidance=m.guidance, refine=m.refine)
+        return fn, MM.motionmar_window_specs(mcfg)
+    mv = task._model_vars(variables["params"], extra)
     if cfg.model.kind == "agrol_mlp":
         return T.agrol_window_fn(task.model, mv), T.agrol_window_specs(mcfg)
     return T.mem_mlp_stream_fn(task.model, mv, task.vq_model, extra.get("vqvae")), T.mem_mlp_stream_specs(mcfg)
@@ -161,7 +168,7 @@ def _step_functions(task, variables, cfg, frames):
 
     fn, specs = _export_fn(task, variables, cfg)
     W = task.model.config.window
-    if cfg.model.kind == "agrol_mlp":
+    if cfg.model.kind in ("agrol_mlp", "motionmar"):
         feed = {"sparse": np.asarray(frames[None, :W], np.float32)}
     else:
         spec = T.mem_mlp_state_spec(task.model.config)
@@ -190,7 +197,7 @@ def _representative(task, variables, cfg, train_clips, n: int, seed: int = 0):
     mcfg = task.model.config
     W = mcfg.window
     names = sorted(n_ for n_, a in train_clips.items() if len(a["sparse"]) >= 2 * W)
-    if cfg.model.kind == "agrol_mlp":
+    if cfg.model.kind in ("agrol_mlp", "motionmar"):
         out = []
         for _ in range(n):
             s = train_clips[names[rng.integers(len(names))]]["sparse"]
@@ -332,7 +339,7 @@ def _profile_stream(task, variables, frames, iters):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("checkpoints", nargs="+", help="run directories of mmar train (AGRoL-MLP or Mem-MLP)")
+    ap.add_argument("checkpoints", nargs="+", help="run directories of mmar train (AGRoL-MLP, Mem-MLP or MotionMAR)")
     ap.add_argument("--split", default="test")
     ap.add_argument("--max-clips", type=int, default=None, help="evenly spaced subset of the split")
     ap.add_argument("--quantize", default="none,fp16,int8")
@@ -376,17 +383,17 @@ def main() -> None:
         clips = bench.subset(args.split, args.max_clips)
         label = f"{cfg.model.kind} ({Path(ckpt).name})"
         codebook = None
-        if task.vq_model is not None:
+        if task.vq_model is not None and cfg.model.kind == "mem_mlp":
             if args.kmeans_codebook:
                 k = int(np.shape(variables["vqvae"]["params"]["codebook"])[0])
                 variables = _kmeans_codebook(task, variables, bench.subset("train", 300), k)
                 label += f", k-means codebook of {k}"
             codebook = np.asarray(variables["vqvae"]["params"]["codebook"], np.float64)
-        print(f"== {ckpt}: {cfg.model.kind}, window {cfg.model.window}, dim {cfg.model.dim}, "
-              f"depth {cfg.model.depth}; {len(clips)} {args.split} clips", flush=True)
+        W = task.model.config.window
+        print(f"== {ckpt}: {cfg.model.kind}, window {W}; {len(clips)} {args.split} clips", flush=True)
         frames = next(iter(clips.values()))["sparse"]
         longest = max(clips.values(), key=lambda a: len(a["sparse"]))["sparse"]
-        frames = longest if len(frames) < 2 * cfg.model.window else frames
+        frames = longest if len(frames) < 2 * W else frames
         jfn, jargs, feed = _step_functions(task, variables, cfg, frames)
         jax_lat = _timeit(lambda: jax.block_until_ready(jfn(*jargs)), args.iters)
         ref = task.predict_clips(variables, clips, progress=True)
@@ -394,7 +401,7 @@ def main() -> None:
         rows.append({"model": label, "quantize": "JAX fp32", "mpjpe": ref_m["mpjpe_cm"],
                      "jitter": ref_m["jitter_m_s3"], "gt_jitter": ref_m["gt_jitter_m_s3"], "jax": jax_lat})
         stem = Path(ckpt).name
-        mode = {"agrol_mlp": "window", "mem_mlp": "stream"}[cfg.model.kind]
+        mode = {"agrol_mlp": "window", "mem_mlp": "stream", "motionmar": "window"}[cfg.model.kind]
         variants = list(quants) + (["int8 full integer"] if args.full_int8 else [])
         base_codes = None
         for q in variants:
@@ -422,7 +429,7 @@ def main() -> None:
                          "flips": flips})
         if args.profile and cfg.model.kind == "mem_mlp":
             profiles[label] = _profile_stream(task, variables, frames, args.iters)
-        if args.simulate_fp16 and task.vq_model is not None:
+        if args.simulate_fp16 and task.vq_model is not None and cfg.model.kind == "mem_mlp":
             sims[label] = _simulate_fp16(task, variables, clips)
 
     print()

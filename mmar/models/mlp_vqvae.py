@@ -26,6 +26,13 @@ Choices where the paper is silent or its numbers were lost:
   gives plain blocks.
 * Codebook learning: the original VQ-VAE objective, codebook term
   ``||sg(z_e) - e||^2`` plus commitment ``beta ||z_e - sg(e)||^2`` with ``beta=0.25``.
+* Dead codes: with this objective alone the codebook collapses on the Bandai data (at the
+  quickstart's budget one of 512 codes was left in use, so the Memory-Blocks saw a constant
+  vector). The trainer therefore re-initialises codes whose EMA hit count fell below a
+  threshold with random encoder outputs of the current batch (:func:`revive_dead_codes`, the
+  remedy of the TMT VQ-VAE; ``vq_revive_every`` / ``vq_revive_threshold`` in
+  :class:`mmar.tasks.sparse_body.SparseBodyModelConfig`). The paper does not say how its
+  codebook is kept alive.
 
 Per-frame model: every leading axis is a batch axis, so ``(B, W, 22, 6)`` windows work.
 """
@@ -102,7 +109,8 @@ class MLPVQVAE(nn.Module):
     ``__call__(rot6d (..., 22, 6), sparse (..., 54) | None)`` returns a dict:
     ``recon (..., 22, 6)``, ``z_e``/``z_q`` ``(..., 64)`` (``z_q`` straight-through),
     ``indices (...)``, ``commit_loss``, ``codebook_loss``, ``perplexity`` (exp of the entropy
-    of the batch code histogram), ``usage`` (fraction of codebook entries used in the batch).
+    of the batch code histogram), ``usage`` (fraction of codebook entries used in the batch),
+    ``counts (codebook_size,)`` (the batch code histogram, for the dead-code statistics).
 
     Methods (call with ``model.apply(variables, ..., method=MLPVQVAE.encode)``):
     ``encode`` -> quantised code vectors, ``encode_indices`` -> code indices,
@@ -178,6 +186,7 @@ class MLPVQVAE(nn.Module):
             "codebook_loss": codebook,
             "perplexity": jnp.exp(entropy),
             "usage": jnp.mean((counts > 0).astype(jnp.float32)),
+            "counts": counts,
         }
 
 
@@ -205,6 +214,18 @@ def vqvae_loss(outputs: dict, rot6d: Array, beta: float = 0.25, mask: Array | No
         "usage": outputs["usage"],
     }
     return loss, metrics
+
+
+def revive_dead_codes(params: dict, code_count: Array, z_e: Array, rng: Array, threshold: float) -> tuple[dict, Array]:
+    """Re-initialise dead codes (EMA hit count ``< threshold``) with random rows of ``z_e
+    (N, code_dim)`` (the batch's encoder outputs); pure. Returns ``(params, code_count)``, the
+    revived codes' counts set to ``threshold`` so they are not revived again at once."""
+    from mmar.models.quantizers.temporal import revive_dead_codes as _revive
+
+    cb = {"codebook": params["codebook"]}
+    new_cb, stats, _ = _revive(cb, {"code_count": code_count}, z_e.reshape(-1, z_e.shape[-1]), rng,
+                               threshold=threshold)
+    return {**params, "codebook": new_cb["codebook"]}, stats["code_count"]
 
 
 def _masked_mean(x: Array, mask: Array | None) -> Array:

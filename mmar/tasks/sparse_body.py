@@ -48,6 +48,8 @@ class SparseBodyModelConfig:
     vq_depth: int = 4
     vq_code_dim: int = 64
     vq_codebook_size: int = 512
+    vq_revive_every: int = 100  # dead-code remedy of the MLP VQ-VAE every N steps (0 disables)
+    vq_revive_threshold: float = 0.05  # dead: EMA (decay 0.99) of hits per batch below this
 
 
 @dataclasses.dataclass
@@ -100,7 +102,7 @@ def load_vqvae_variables(workdir: str):
     kind = (cfg.get("model") or {}).get("kind")
     if kind != "mlp_vqvae":
         raise CheckpointError(f"{workdir}: model.vqvae_workdir must be an mlp_vqvae run, this is {kind!r}")
-    return variables
+    return {"params": variables["params"]}  # not the training statistics of the dead-code remedy
 
 
 class SparseBodyTask:
@@ -147,7 +149,11 @@ class SparseBodyTask:
         if self.m.kind == "agrol_mlp":
             return self.model.init(rng, sparse)
         if self.m.kind == "mlp_vqvae":
-            return self.model.init(rng, jnp.asarray(batch["rot6d"][:, -W:]), sparse)
+            variables = dict(self.model.init(rng, jnp.asarray(batch["rot6d"][:, -W:]), sparse))
+            n = int(np.prod(batch["rot6d"].shape[:2]))  # frames per batch: the revival candidates
+            variables["vq_stats"] = {"code_count": jnp.zeros((self.m.vq_codebook_size,), jnp.float32)}
+            variables["revive"] = {"z_e": jnp.zeros((n, self.m.vq_code_dim), jnp.float32)}
+            return variables
         from mmar.models.mem_mlp import init_loss_uncertainty
 
         variables = dict(self.model.init({"params": rng, "memory": rng}, sparse, None, train=False))
@@ -160,6 +166,8 @@ class SparseBodyTask:
         return out
 
     def _model_vars(self, params, extra_vars):
+        if self.m.kind == "mlp_vqvae":
+            return {"params": params}
         p = {k: v for k, v in params.items() if k != "loss_uncertainty"}
         return {"params": p, **{k: v for k, v in extra_vars.items() if k != "vqvae"}}
 
@@ -174,7 +182,12 @@ class SparseBodyTask:
 
             out = self.model.apply(self._model_vars(params, extra_vars), batch["rot6d"], batch["sparse"], train=True)
             loss, metrics = vqvae_loss(out, batch["rot6d"])
-            return loss, (metrics, None)
+            if "vq_stats" not in extra_vars:  # a run from before the dead-code remedy
+                return loss, (metrics, None)
+            count = 0.99 * extra_vars["vq_stats"]["code_count"] + 0.01 * out["counts"]
+            metrics["dead"] = jnp.mean((count < self.m.vq_revive_threshold).astype(jnp.float32))
+            z_e = jax.lax.stop_gradient(out["z_e"]).reshape(-1, self.m.vq_code_dim)
+            return loss, (metrics, {"vq_stats": {"code_count": count}, "revive": {"z_e": z_e}})
         from mmar.models.mem_mlp import mem_mlp_loss, training_memory
 
         sparse, rot, joints = batch["sparse"], batch["rot6d"], batch["joints"]
@@ -188,6 +201,19 @@ class SparseBodyTask:
         cur = {"sparse": sparse[:, 1:], "rot6d": rot[:, 1:], "joints": joints[:, 1:]}
         loss, metrics = mem_mlp_loss(out, cur, params.get("loss_uncertainty"), weighting=self.m.weighting)
         return loss, (metrics, None)
+
+    def post_update(self, params, extra_vars, rng, step):
+        """Dead-code remedy of the MLP VQ-VAE's codebook (every ``vq_revive_every`` steps)."""
+        if self.m.kind != "mlp_vqvae" or self.m.vq_revive_every <= 0 or "vq_stats" not in extra_vars:
+            return params, extra_vars
+        from mmar.models.mlp_vqvae import revive_dead_codes
+
+        new, count = revive_dead_codes(params, extra_vars["vq_stats"]["code_count"], extra_vars["revive"]["z_e"], rng,
+                                       self.m.vq_revive_threshold)
+        do = ((step + 1) % self.m.vq_revive_every == 0) & (step > 0)
+        params = {**params, "codebook": jnp.where(do, new["codebook"], params["codebook"])}
+        count = jnp.where(do, count, extra_vars["vq_stats"]["code_count"])
+        return params, {**extra_vars, "vq_stats": {"code_count": count}}
 
     # ------------------------------------------------------------------ inference
     def predict_fn(self, variables):

@@ -2,8 +2,10 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from mmar import geometry
+from mmar.errors import ShapeError
 from mmar.models.body import body_in_world
 from mmar.models.ik import ik_objective, ik_refine
 
@@ -61,3 +63,15 @@ def test_ik_default_head_batch_dims_and_jit():
     tgt = body_in_world(exact, offsets, sparse)
     same = ik_refine(exact, tgt, offsets, head_pos=sparse[:, 36:39])
     np.testing.assert_allclose(same, exact, atol=1e-4)
+
+
+def test_ik_takes_one_skeleton_per_clip():
+    """Offsets broadcastable to the batch (one skeleton per clip, as the evaluation passes
+    them) give each clip the solve it would get alone."""
+    offsets, sparse, target, init6 = _pose_problem()
+    offs = jnp.stack([offsets, offsets * 1.1])[:, None]  # (2, 1, 22, 3)
+    both = ik_refine(jnp.stack([init6, init6]), jnp.stack([target, target]), offs, iters=3)
+    alone = ik_refine(init6, target, offsets * 1.1, iters=3)
+    np.testing.assert_allclose(both[1], alone, atol=1e-5)
+    with pytest.raises(ShapeError, match="offsets"):
+        ik_refine(init6, target, jnp.zeros((T + 1, 22, 3)))

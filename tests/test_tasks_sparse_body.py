@@ -69,6 +69,22 @@ def test_vqvae_dead_code_remedy_runs_in_the_trainer(bench):
     assert np.all(np.asarray(extra2["vq_stats"]["code_count"]) >= cfg.model.vq_revive_threshold)
 
 
+def test_mem_mlp_ik_refines_online_predictions(runs, bench):
+    """``model.ik=true`` runs L-BFGS IK from the rotation head toward the position head on
+    every predicted frame (one skeleton per clip of the batch)."""
+    import dataclasses
+
+    variables, _ = load_params(runs["mem_mlp"][0])
+    cfg = tiny_config("mem_mlp", vqvae_workdir=str(runs["mlp_vqvae"][0]))
+    clips = dict(list(sorted(bench["test"].items()))[:2])
+    plain = SparseBodyTask(cfg, bench).predict_clips(variables, clips)
+    cfg.model = dataclasses.replace(cfg.model, ik=True, ik_iters=3)
+    ik = SparseBodyTask(cfg, bench).predict_clips(variables, clips)
+    for n in clips:
+        assert ik[n]["rot6d"].shape == plain[n]["rot6d"].shape and np.all(np.isfinite(ik[n]["joints"]))
+        assert not np.allclose(ik[n]["rot6d"], plain[n]["rot6d"])
+
+
 def test_mem_mlp_checkpoint_is_self_contained(runs, monkeypatch):
     monkeypatch.chdir(runs["mem_mlp"][0].parent)  # a relative run directory works too
     variables, cfg = load_params(runs["mem_mlp"][0].name)

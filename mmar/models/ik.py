@@ -62,7 +62,8 @@ def ik_refine(
     Args:
       rot6d_init: ``(..., J, 6)`` initial local rotations (the rotation head).
       target: ``(..., J, 3)`` target global joint positions (the position head's ``pos``).
-      offsets: ``(J, 3)`` skeleton offsets.
+      offsets: ``(J, 3)`` skeleton offsets, or offsets broadcastable to ``(..., J, 3)`` (one
+        skeleton per clip of a batch, e.g. ``(B, 1, J, 3)`` for ``(B, T, J, 6)`` rotations).
       head_pos: ``(..., 3)`` tracked head position used to place the body; defaults to the
         target's head joint.
       iters: L-BFGS iterations (static; 15 in the paper).
@@ -85,11 +86,15 @@ def ik_refine(
     parents = tuple(int(p) for p in parents)
     batch = rot6d_init.shape[:-2]
     J = rot6d_init.shape[-2]
+    try:
+        offsets = jnp.broadcast_to(offsets, batch + (J, 3))
+    except ValueError as e:
+        raise ShapeError(f"ik_refine: offsets {tuple(offsets.shape)} do not broadcast to {batch + (J, 3)}") from e
     flat = _solve_frames(
         rot6d_init.reshape((-1, J, 6)),
         target.reshape((-1, J, 3)),
         head_pos.reshape((-1, 3)),
-        offsets,
+        offsets.reshape((-1, J, 3)),
         jnp.asarray(reg, rot6d_init.dtype),
         parents=parents,
         iters=int(iters),
@@ -102,11 +107,12 @@ def ik_refine(
 
 @functools.partial(jax.jit, static_argnames=("parents", "iters", "memory_size", "head_index"))
 def _solve_frames(r0s, targets, heads, offsets, reg, *, parents, iters, memory_size, head_index):
-    """L-BFGS on every frame of ``(N, J, 6)`` independently (vmap), fixed trip count."""
+    """L-BFGS on every frame of ``(N, J, 6)`` (offsets ``(N, J, 3)``) independently (vmap),
+    fixed trip count."""
 
-    def solve(r0, tgt, hp):
+    def solve(r0, tgt, hp, off):
         def fun(r):
-            return ik_objective(r, r0, tgt, hp, offsets, parents, reg, head_index)
+            return ik_objective(r, r0, tgt, hp, off, parents, reg, head_index)
 
         opt = optax.lbfgs(memory_size=memory_size)
         value_and_grad = optax.value_and_grad_from_state(fun)
@@ -120,4 +126,4 @@ def _solve_frames(r0s, targets, heads, offsets, reg, *, parents, iters, memory_s
         r, _ = jax.lax.fori_loop(0, iters, step, (r0, opt.init(r0)))
         return r
 
-    return jax.vmap(solve)(r0s, targets, heads)
+    return jax.vmap(solve)(r0s, targets, heads, offsets)

@@ -69,6 +69,18 @@ def test_vqvae_dead_code_remedy_runs_in_the_trainer(bench):
     assert np.all(np.asarray(extra2["vq_stats"]["code_count"]) >= cfg.model.vq_revive_threshold)
 
 
+def test_mem_mlp_self_fed_memory_trains(runs, bench, tmp_path):
+    """``model.memory_feed=blend``: windows of W + 2 frames, the memory of the last W frames
+    blends the ground truth with the model's own prediction of the previous window."""
+    cfg = tiny_config("mem_mlp", steps=2, vqvae_workdir=str(runs["mlp_vqvae"][0]), memory_feed="blend")
+    task = SparseBodyTask(cfg, bench)
+    assert task.frames_per_window == cfg.model.window + 2
+    _, history = train(task, cfg, tmp_path / "blend")
+    assert all(np.isfinite(h["train/loss"]) for h in history if "train/loss" in h)
+    with pytest.raises(ConfigError, match="memory_feed"):
+        SparseBodyTask(tiny_config("mem_mlp", vqvae_workdir="x", memory_feed="pred"), bench)
+
+
 def test_mem_mlp_ik_refines_online_predictions(runs, bench):
     """``model.ik=true`` runs L-BFGS IK from the rotation head toward the position head on
     every predicted frame (one skeleton per clip of the batch)."""

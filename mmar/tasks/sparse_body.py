@@ -40,6 +40,10 @@ class SparseBodyModelConfig:
     use_pos_head: bool = True
     use_code: bool = True
     weighting: str = "uncertainty"  # 'uncertainty' | 'fixed'
+    # training memory: 'gt' = the previous window's ground truth (the paper's scheme); 'blend' =
+    # a per-sample random blend of it with the model's own gradient-free prediction of that
+    # window (whose memory is ground truth), to narrow the gap to inference
+    memory_feed: str = "gt"
     ik: bool = False  # L-BFGS IK from the rotation head toward the position head at inference
     ik_iters: int = 15
     vqvae_workdir: str | None = None  # a trained mlp_vqvae run (required by mem_mlp with codes)
@@ -114,6 +118,8 @@ class SparseBodyTask:
         self.d: SparseBodyDataConfig = cfg.data
         if self.m.kind not in KINDS:
             raise ConfigError(f"model.kind must be one of {KINDS}, got {self.m.kind!r}")
+        if self.m.memory_feed not in ("gt", "blend"):
+            raise ConfigError(f"model.memory_feed must be 'gt' or 'blend', got {self.m.memory_feed!r}")
         if _needs_vq(self.m) and not self.m.vqvae_workdir:
             raise ConfigError("mem_mlp with code vectors needs model.vqvae_workdir (train configs/mem_mlp_vqvae.py first)")
         self.model = build_model(self.m)
@@ -132,7 +138,9 @@ class SparseBodyTask:
 
     @property
     def frames_per_window(self) -> int:
-        return self.m.window + (1 if self.m.kind == "mem_mlp" else 0)
+        if self.m.kind != "mem_mlp":
+            return self.m.window
+        return self.m.window + (2 if self.m.use_memory and self.m.memory_feed == "blend" else 1)
 
     def train_iterator(self, seed: int, start_state=None):
         from mmar.data.pipeline import ClipArrays, make_train_iterator
@@ -192,13 +200,20 @@ class SparseBodyTask:
 
         sparse, rot, joints = batch["sparse"], batch["rot6d"], batch["joints"]
         vq_vars = extra_vars.get("vqvae")
+        model_vars = self._model_vars(params, extra_vars)
         mem = None
+        blend = self.m.use_memory and self.m.memory_feed == "blend"
+        r_model, r_blend = jax.random.split(rng) if blend else (rng, None)
         if self.m.use_memory:
-            mem = training_memory(sparse[:, :-1], rot[:, :-1], self.vq_model, vq_vars,
-                                  code_dim=self.m.vq_code_dim)
-        out = self.model.apply(self._model_vars(params, extra_vars), sparse[:, 1:], mem, train=True,
-                               rng=rng)
-        cur = {"sparse": sparse[:, 1:], "rot6d": rot[:, 1:], "joints": joints[:, 1:]}
+            prev = (slice(None), slice(-W - 1, -1))  # the previous window, frames t-W .. t-1
+            pred_prev = None
+            if blend:  # the model's own prediction of that window
+                mem0 = training_memory(sparse[:, :W], rot[:, :W], self.vq_model, vq_vars, code_dim=self.m.vq_code_dim)
+                pred_prev = self.model.apply(jax.lax.stop_gradient(model_vars), sparse[prev], mem0)["rot6d"]
+            mem = training_memory(sparse[prev], rot[prev], self.vq_model, vq_vars, rot6d_prev_pred=pred_prev,
+                                  rng=r_blend, code_dim=self.m.vq_code_dim)
+        out = self.model.apply(model_vars, sparse[:, -W:], mem, train=True, rng=r_model)
+        cur = {"sparse": sparse[:, -W:], "rot6d": rot[:, -W:], "joints": joints[:, -W:]}
         loss, metrics = mem_mlp_loss(out, cur, params.get("loss_uncertainty"), weighting=self.m.weighting)
         return loss, (metrics, None)
 

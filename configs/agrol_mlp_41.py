@@ -3,8 +3,8 @@
     mmar train configs/agrol_mlp_41.py --workdir runs/agrol_mlp_41
 """
 from configs.common import sparse_body_config
-from mmar.tasks.sparse_body import SparseBodyModelConfig
+from mmar.tasks.agrol_mlp import AGRoLMLPModelConfig
 
 
 def get_config():
-    return sparse_body_config("agrol_mlp_41", SparseBodyModelConfig(kind="agrol_mlp", window=41))
+    return sparse_body_config("agrol_mlp_41", "agrol_mlp", AGRoLMLPModelConfig(window=41))

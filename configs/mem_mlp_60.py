@@ -3,8 +3,8 @@
     mmar train configs/mem_mlp_60.py --workdir runs/mem_mlp_60
 """
 from configs.common import sparse_body_config
-from mmar.tasks.sparse_body import SparseBodyModelConfig
+from mmar.tasks.mem_mlp import MemMLPModelConfig
 
 
 def get_config():
-    return sparse_body_config("mem_mlp_60", SparseBodyModelConfig(kind="mem_mlp", window=60, vqvae_workdir="runs/mem_mlp_vqvae"))
+    return sparse_body_config("mem_mlp_60", "mem_mlp", MemMLPModelConfig(window=60, vqvae_workdir="runs/mem_mlp_vqvae"))

@@ -12,4 +12,4 @@ from mmar.tasks.motionmar import MotionMARModelConfig
 
 def get_config():
     return motionmar_experiment(
-        "motionmar", MotionMARModelConfig(kind="motionmar", vqvae_workdir="runs/motionmar_vqvae"), lr=2e-4)
+        "motionmar", "motionmar", MotionMARModelConfig(vqvae_workdir="runs/motionmar_vqvae"), lr=2e-4)

@@ -8,5 +8,5 @@ from mmar.tasks.motionmar import MotionMARModelConfig
 
 
 def get_config():
-    return motionmar_experiment("motionmar_1scale", MotionMARModelConfig(
-        kind="motionmar", lengths=(20,), vqvae_workdir="runs/motionmar_vqvae_1scale"), lr=2e-4)
+    return motionmar_experiment("motionmar_1scale", "motionmar", MotionMARModelConfig(
+        lengths=(20,), vqvae_workdir="runs/motionmar_vqvae_1scale"), lr=2e-4)

@@ -8,5 +8,5 @@ from mmar.tasks.motionmar import MotionMARModelConfig
 
 
 def get_config():
-    return motionmar_experiment("motionmar_no_align", MotionMARModelConfig(
-        kind="motionmar", sac_align=False, vqvae_workdir="runs/motionmar_vqvae"), lr=2e-4)
+    return motionmar_experiment("motionmar_no_align", "motionmar", MotionMARModelConfig(
+        sac_align=False, vqvae_workdir="runs/motionmar_vqvae"), lr=2e-4)

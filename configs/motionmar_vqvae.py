@@ -4,8 +4,8 @@
     mmar train configs/motionmar_vqvae.py --workdir runs/motionmar_vqvae
 """
 from configs.common import motionmar_experiment
-from mmar.tasks.motionmar import MotionMARModelConfig
+from mmar.tasks.tmt_vqvae import TMTVQVAEModelConfig
 
 
 def get_config():
-    return motionmar_experiment("motionmar_vqvae", MotionMARModelConfig(kind="tmt_vqvae"), lr=2e-4)
+    return motionmar_experiment("motionmar_vqvae", "tmt_vqvae", TMTVQVAEModelConfig(), lr=2e-4)

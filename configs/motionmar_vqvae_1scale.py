@@ -3,8 +3,8 @@
     mmar train configs/motionmar_vqvae_1scale.py --workdir runs/motionmar_vqvae_1scale
 """
 from configs.common import motionmar_experiment
-from mmar.tasks.motionmar import MotionMARModelConfig
+from mmar.tasks.tmt_vqvae import TMTVQVAEModelConfig
 
 
 def get_config():
-    return motionmar_experiment("motionmar_vqvae_1scale", MotionMARModelConfig(kind="tmt_vqvae", lengths=(20,)), lr=2e-4)
+    return motionmar_experiment("motionmar_vqvae_1scale", "tmt_vqvae", TMTVQVAEModelConfig(lengths=(20,)), lr=2e-4)

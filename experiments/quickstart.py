@@ -43,9 +43,10 @@ def main() -> None:
     from mmar.data.clip import save_arrays
     from mmar.eval.report import grouped_metrics, markdown_table
     from mmar.models.nearest import NearestNeighbor
-    from mmar.tasks.sparse_body import SparseBodyTask
+    from mmar.eval.checkpoint import prediction_arrays
+    from mmar.run import load
+    from mmar.tasks import make_task
     from mmar.train import train
-    from mmar.train.checkpoint import load_params
     from mmar.viz.render import render_npz
 
     out = Path(args.out)
@@ -67,16 +68,15 @@ def main() -> None:
 
     print("[2/5] training the MLP VQ-VAE, then Mem-MLP with it frozen")
     vq_cfg = small(vq_config(), args.vq_steps)
-    train(SparseBodyTask(vq_cfg, bench), vq_cfg, out / "mem_mlp_vqvae")
+    train(make_task(vq_cfg, benchmark=bench), vq_cfg, out / "mem_mlp_vqvae")
     cfg = small(mem_config(), args.steps)
     cfg.model.vqvae_workdir = str(out / "mem_mlp_vqvae")
-    task = SparseBodyTask(cfg, bench)
-    train(task, cfg, out / "mem_mlp")
+    train(make_task(cfg, benchmark=bench), cfg, out / "mem_mlp")
 
     print("[3/5] evaluating online on the test split")
-    variables, _ = load_params(out / "mem_mlp")
+    run = load(out / "mem_mlp", benchmark=bench)
     test = bench["test"]
-    pred = task.predict_clips(variables, test, progress=True)
+    pred = run.task.predict_clips(run.variables, test, progress=True)
     nn = NearestNeighbor(stride=4).fit([a["sparse"] for a in bench["train"].values()],
                                        [a["rot6d"] for a in bench["train"].values()])
     nn_pred = {}
@@ -92,8 +92,7 @@ def main() -> None:
     print("[4/5] rendering a dataset-1 test clip")
     clip = next((n for n in sorted(test) if n.startswith("dataset-1_")), sorted(test)[0])
     pred_npz, gt_npz = out / "test_pred.npz", out / "test_gt.npz"
-    save_arrays(str(pred_npz), {clip: {**pred[clip], "sparse": test[clip]["sparse"], "offsets": test[clip]["offsets"],
-                                       "root": pred[clip]["joints"][:, 0]}})
+    save_arrays(str(pred_npz), prediction_arrays({clip: pred[clip]}, test))
     save_arrays(str(gt_npz), {clip: test[clip]})
     gif = out / f"{clip}.gif"
     render_npz(str(pred_npz), str(gif), clip=clip, compare=str(gt_npz), stride=2)

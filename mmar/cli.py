@@ -3,10 +3,13 @@
   mmar convert INPUT... --out FILE.npz [--fps N] [--body-model SMPLH.npz] [--kind humanml3d|kit]
   mmar metrics --pred P.npz --gt G.npz [--fps N] [--no-align-head]
   mmar render FILE.npz [--clip NAME] [--compare OTHER.npz] --out anim.gif|mp4
+  mmar train CONFIG [--set key=value ...] [--workdir DIR]
+  mmar eval --checkpoint RUN [--data PATH] [--out metrics.json] [--save-pred pred.npz]
   mmar export --checkpoint RUN --out MODEL.tflite [--quantize none|fp16|int8] [--mode window|stream]
 
-Errors in user input are reported in one line naming the file (exit code 2); with several
-inputs, a malformed file is reported and the others still convert.
+The commands parse arguments and print; the work lives in the library (mmar.data.inputs,
+mmar.train, mmar.run, mmar.eval.checkpoint, mmar.export). Errors in user input are reported
+in one line naming the file (exit code 2); with several inputs, a malformed file is reported and the others still convert.
 """
 from __future__ import annotations
 
@@ -14,84 +17,20 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 
 from mmar.errors import MmarError
 
-_BVH_SUFFIXES = (".bvh",)
-_ARCHIVE_SUFFIXES = (".tar.xz", ".tar.gz", ".tgz", ".tar")
-
-
-def _kind_of(path: str, kind: str | None) -> str:
-    p = Path(path)
-    if kind:
-        return kind
-    if p.is_dir():
-        if (p / "new_joint_vecs").is_dir():
-            return "humanml3d"
-        if any(p.rglob("*_poses.npz")) and not any(p.rglob("*.bvh")):
-            return "amass"
-        return "bvh"
-    name = p.name.lower()
-    if name.endswith(_BVH_SUFFIXES) or name.endswith(_ARCHIVE_SUFFIXES):
-        return "bvh"
-    if name.endswith(".npz"):
-        return "amass"
-    raise MmarError(f"{path}: cannot tell the format (expected .bvh, a directory, an archive "
-                    f"{'/'.join(_ARCHIVE_SUFFIXES)}, an AMASS .npz or a HumanML3D folder)")
-
-
-def _load_inputs(inputs, args):
-    """Clips (SMPL-22) from every input, grouped by format; returns (clips, errors)."""
-    clips, errors = [], []
-    bvh = [i for i in inputs if _kind_of(i, None if args.kind in (None, "bvh") else args.kind) == "bvh"]
-    amass = [i for i in inputs if i not in bvh and _kind_of(i, args.kind) == "amass"]
-    hml = [i for i in inputs if i not in bvh and i not in amass]
-    if bvh:
-        from mmar.data.sources import load_clips
-
-        # retargeting to SMPL-22 happens in the worker processes (joint map guessed by names)
-        src_clips, errs = load_clips(bvh, scale=args.scale, workers=args.workers, progress=True,
-                                     on_error="ignore", retarget="auto")  # reported below
-        errors.extend(errs)
-        clips.extend(src_clips)
-    if amass:
-        if not args.body_model:
-            raise MmarError("AMASS input needs --body-model SMPLH.npz (the licensed SMPL-H model file)")
-        from mmar.data import amass as am
-
-        bm = am.load_body_model(args.body_model)
-        for path in amass:
-            if Path(path).is_dir():
-                clips.extend(am.load_amass(path, bm, fps=args.fps))
-            else:
-                try:
-                    clips.append(am.load_amass_clip(path, bm, fps=args.fps))
-                except MmarError as e:
-                    errors.append(str(e))
-    for path in hml:
-        from mmar.data import humanml3d as h
-
-        kind = args.kind or "humanml3d"
-        for split in args.split:
-            for rec in h.load_humanml3d(path, split, kind=kind):
-                clips.append(h.to_clip(rec))
-    return clips, errors
-
 
 def cmd_convert(args) -> int:
-    from mmar.data.clip import save_arrays
+    from mmar.data.clip import clips_to_arrays, resample_clips, save_arrays
+    from mmar.data.inputs import load_inputs
 
-    for path in args.inputs:
-        if not os.path.exists(path):
-            raise MmarError(f"{path}: no such file or directory")
-    clips, errors = _load_inputs(args.inputs, args)
+    clips, errors = load_inputs(args.inputs, kind=args.kind, scale=args.scale, fps=args.fps,
+                                body_model=args.body_model, splits=args.split, workers=args.workers)
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
     if not clips:
         raise MmarError("no clip converted")
-    from mmar.data.clip import clips_to_arrays, resample_clips
-
     if args.fps:
         clips = resample_clips(clips, args.fps)
     names = [c.name for c in clips]
@@ -141,66 +80,23 @@ def _jsonable(v):
         return str(v)
 
 
-def _gt_arrays(path: str, fps: float | None, workers: int) -> dict:
-    """Ground-truth arrays of ``path``: an npz in the convert layout, or BVH input."""
-    from mmar.data.clip import clips_to_arrays, load_arrays, resample_clips
-
-    if path.endswith(".npz"):
-        arrays = load_arrays(path)
-        if fps and any(abs(float(a["fps"]) - fps) > 1e-6 for a in arrays.values()):
-            raise MmarError(f"{path}: clips are not at {fps:g} fps; convert with --fps {fps:g}")
-        return arrays
-    from mmar.data.sources import load_clips
-
-    if not os.path.exists(path):
-        raise MmarError(f"{path}: no such file or directory")
-    clips, errors = load_clips([path], scale=0.01, workers=workers, progress=True, on_error="ignore",
-                               retarget="auto")
-    for e in errors:
-        print(f"error: {e}", file=sys.stderr)
-    if not clips:
-        raise MmarError(f"{path}: no clip could be read")
-    if fps:
-        clips = resample_clips(clips, fps)
-    return dict(zip([c.name for c in clips], clips_to_arrays(clips)))
-
-
 def cmd_eval(args) -> int:
     from mmar.data.clip import save_arrays
-    from mmar.eval.report import grouped_metrics
-    from mmar.tasks import make_task
-    from mmar.train.checkpoint import load_params
-    from mmar.train.config import apply_overrides, load_saved_config
+    from mmar.eval.checkpoint import evaluate_run, prediction_arrays
+    from mmar.run import load
 
-    ckpt = args.checkpoint
-    variables, _ = load_params(ckpt, ema=args.ema)
-    workdir = ckpt if os.path.exists(os.path.join(ckpt, "config.json")) else os.path.dirname(
-        os.path.dirname(os.path.abspath(ckpt)))
-    cfg, _ = load_saved_config(workdir, base=_base_config(workdir))
-    cfg = apply_overrides(cfg, args.set or [])
-    task = make_task(cfg)
-    fps = float(cfg.data.fps)
-    if args.data:
-        gt = _gt_arrays(args.data, fps, args.workers)
-    else:
-        gt = task.benchmark[args.split]
-    pred = task.predict_clips(variables, gt, progress=True)
-    result = grouped_metrics(pred, gt, fps)
+    run = load(args.checkpoint, overrides=args.set or [], ema=args.ema, step=args.step)
+    out = evaluate_run(run, data=args.data, split=args.split, workers=args.workers)
+    for e in out["skipped"]:
+        print(f"skipped: {e}", file=sys.stderr)
+    result = {**out["metrics"], "checkpoint": out["checkpoint"], "skipped": out["skipped"]}
     if args.out:
         with open(args.out, "w") as f:
             json.dump(result, f, indent=1)
     if args.save_pred:
-        save_arrays(args.save_pred, {n: {**p, "sparse": gt[n]["sparse"], "offsets": gt[n]["offsets"],
-                                         "root": p["joints"][:, 0]} for n, p in pred.items()})
+        save_arrays(args.save_pred, prediction_arrays(out["pred"], out["gt"]))
     print(json.dumps(result))
     return 0
-
-
-def _base_config(workdir=None):
-    """Typed defaults the saved config of a run is read into (see :func:`mmar.tasks.base_config`)."""
-    from mmar.tasks import base_config
-
-    return base_config(workdir)
 
 
 def cmd_export(args) -> int:
@@ -256,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--save-pred", default=None, help="predictions in the mmar convert layout")
     e.add_argument("--set", action="append", metavar="KEY=VALUE")
     e.add_argument("--ema", action="store_true", help="use the EMA weights")
+    e.add_argument("--step", type=int, default=None, help="evaluate this step (default: the newest)")
     e.add_argument("--workers", type=int, default=2)
     e.set_defaults(fn=cmd_eval)
 

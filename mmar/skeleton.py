@@ -1,4 +1,8 @@
-"""The SMPL-22 body skeleton and the joint groups used by data, models and metrics."""
+"""The SMPL-22 body skeleton and the joint groups used by data, models and metrics.
+
+The one home of every skeleton constant (joint indices, joint groups, the layout of the
+54-number sparse input); plain Python, no numpy or JAX, so any module can import it.
+"""
 from __future__ import annotations
 
 SMPL22_NAMES: tuple[str, ...] = (
@@ -12,17 +16,36 @@ SMPL22_PARENTS: tuple[int, ...] = (
 )
 NUM_JOINTS = 22
 
+# Tracked joints: the head (the body is placed so that its head meets the tracked head) and
+# the wrists.
+HEAD = 15
+LEFT_WRIST = 20
+RIGHT_WRIST = 21
+
 # Sparse VR signals: head, left wrist, right wrist.
-SPARSE_JOINTS: tuple[int, ...] = (15, 20, 21)
+SPARSE_JOINTS: tuple[int, ...] = (HEAD, LEFT_WRIST, RIGHT_WRIST)
 SPARSE_DIM = 54
 
+# Layout of the 54 numbers per frame (three joints each, in SPARSE_JOINTS order).
+SPARSE_ROT6D = slice(0, 18)  # global rotation, 6D
+SPARSE_ROTVEL = slice(18, 36)  # rotation velocity R_{t-1}^T R_t, 6D
+SPARSE_POS = slice(36, 45)  # global position
+SPARSE_POSVEL = slice(45, 54)  # position difference p_t - p_{t-1}
+SPARSE_HEAD_POS = slice(36, 39)  # the tracked head position (first of SPARSE_POS)
+SPARSE_SLICES: dict[str, slice] = {
+    "rot6d": SPARSE_ROT6D,
+    "rotvel6d": SPARSE_ROTVEL,
+    "pos": SPARSE_POS,
+    "posdiff": SPARSE_POSVEL,
+}
+
 # Joint groups of the metrics (AGRoL conventions).
-HANDS: tuple[int, ...] = (20, 21)
+HANDS: tuple[int, ...] = (LEFT_WRIST, RIGHT_WRIST)
 UPPER: tuple[int, ...] = (3, 6, 9, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21)
 LOWER: tuple[int, ...] = (0, 1, 2, 4, 5, 7, 8, 10, 11)
 ROOT: tuple[int, ...] = (0,)
 
-# HumanML3D kinematic chains and constants.
+# HumanML3D kinematic chains and constants (the t2m skeleton of mmar.data.hml_features).
 KINEMATIC_CHAINS: tuple[tuple[int, ...], ...] = (
     (0, 2, 5, 8, 11), (0, 1, 4, 7, 10), (0, 3, 6, 9, 12, 15), (9, 14, 17, 19, 21),
     (9, 13, 16, 18, 20),

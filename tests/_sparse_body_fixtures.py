@@ -6,7 +6,10 @@ import numpy as np
 from mmar import geometry as g
 from mmar.data.benchmark import SparseBenchmark
 from mmar.data.clip import Clip, clips_to_arrays, smpl22_skeleton
-from mmar.tasks.sparse_body import SparseBodyDataConfig, SparseBodyModelConfig
+import dataclasses
+
+from mmar.tasks import task_class
+from mmar.tasks.base import BenchmarkDataConfig
 from mmar.train.config import Config, OptimConfig, TrainConfig
 
 
@@ -29,12 +32,17 @@ def synthetic_benchmark(seed: int = 0, fps: float = 30.0) -> SparseBenchmark:
 
 
 def tiny_config(kind: str, window: int = 8, steps: int = 4, **model) -> Config:
-    m = SparseBodyModelConfig(kind=kind, window=window, dim=32, depth=2, head_depth=1,
-                              vq_hidden=32, vq_depth=1, vq_code_dim=8, vq_codebook_size=16, **model)
+    """A tiny config of task ``kind`` (``agrol_mlp``, ``mlp_vqvae`` or ``mem_mlp``)."""
+    cls = task_class(kind).ModelConfig
+    small = dict(window=window, dim=32, depth=2, head_depth=1, vq_hidden=32, vq_depth=1, vq_code_dim=8,
+                 vq_codebook_size=16)
+    known = {f.name for f in dataclasses.fields(cls)}
+    m = cls(**{**{k: v for k, v in small.items() if k in known}, **model})
     return Config(
         name=f"tiny_{kind}",
+        task=kind,
         model=m,
-        data=SparseBodyDataConfig(max_eval_clips=2, eval_batch=2),
+        data=BenchmarkDataConfig(max_eval_clips=2, eval_batch=2),
         optim=OptimConfig(lr=1e-3, warmup_steps=0, schedule="constant"),
         train=TrainConfig(steps=steps, batch_size=8, log_every=2, eval_every=0, ckpt_every=2,
                           progress=False, async_checkpoint=False),

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from mmar.data import bandai
-from mmar.data.bvh import forward_kinematics_np, write_bvh
+from mmar.data.bvh import write_bvh
 from mmar.data.clip import JOINT_MAPS, Clip, Skeleton
 from mmar.data.sources import iter_bvh_sources, list_bvh_names, load_clips
 from mmar.errors import DataFormatError
+from mmar.geometry_np import forward_kinematics
 from mmar.skeleton import NUM_JOINTS, SMPL22_NAMES
 
 # --------------------------------------------------------------------------
@@ -44,7 +45,7 @@ def ds1_source(bandai_dir):
 
 
 def _mapped_positions(src: Clip) -> np.ndarray:
-    _, pos = forward_kinematics_np(src.local_rot, src.local_trans, src.skeleton.parents, src.root_pos)
+    _, pos = forward_kinematics(src.local_rot, src.local_trans, src.skeleton.parents, src.root_pos)
     out = []
     for spec in JOINT_MAPS["bandai"]:
         if isinstance(spec, tuple):
@@ -55,7 +56,7 @@ def _mapped_positions(src: Clip) -> np.ndarray:
 
 
 def _smpl_joints(c: Clip) -> np.ndarray:
-    return forward_kinematics_np(c.local_rot, c.skeleton.offsets, c.skeleton.parents, c.root_pos)[1]
+    return forward_kinematics(c.local_rot, c.skeleton.offsets, c.skeleton.parents, c.root_pos)[1]
 
 
 # --------------------------------------------------------------------------

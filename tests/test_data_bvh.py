@@ -8,10 +8,7 @@ import pytest
 
 from mmar import geometry
 from mmar.data.bvh import (
-    euler_to_matrix_np,
-    forward_kinematics_np,
     fps_from_frame_time,
-    matrix_to_euler_np,
     parse_bvh,
     parse_bvh_arrays,
     read_bvh,
@@ -19,6 +16,7 @@ from mmar.data.bvh import (
 )
 from mmar.data.clip import Clip, Skeleton
 from mmar.errors import DataFormatError
+from mmar.geometry_np import euler_to_matrix, forward_kinematics, matrix_to_euler
 
 ORDERS = ["".join(p) for p in itertools.permutations("XYZ")]
 
@@ -76,7 +74,7 @@ def _random_clip(rng, J=7, T=5, with_trans=False, fps=30.0):
 def test_euler_matches_geometry(order):
     rng = np.random.default_rng(0)
     ang = rng.uniform(-180, 180, (64, 5, 3))
-    ours = euler_to_matrix_np(ang, order, degrees=True)
+    ours = euler_to_matrix(ang, order, degrees=True)
     ref = np.asarray(geometry.euler_to_matrix(ang, order, degrees=True))
     assert ours.shape == (64, 5, 3, 3)
     np.testing.assert_allclose(ours, ref, atol=1e-6)
@@ -86,21 +84,22 @@ def test_euler_matches_geometry(order):
 def test_matrix_to_euler_round_trip(order):
     rng = np.random.default_rng(2)
     R = _random_rot(rng, (200,))
-    ang = matrix_to_euler_np(R, order)
-    np.testing.assert_allclose(euler_to_matrix_np(ang, order), R, atol=2e-6)
+    ang = matrix_to_euler(R, order, degrees=True)
+    np.testing.assert_allclose(euler_to_matrix(ang, order, degrees=True), R, atol=2e-6)
     assert np.all(np.abs(ang[:, 1]) <= 90.0 + 1e-9)
     ref = np.asarray(geometry.matrix_to_euler(R, order, degrees=True))
     np.testing.assert_allclose(ang, ref, atol=5e-3)
     # gimbal lock: middle angle +-90 keeps the matrix
     lock = np.array([[30.0, 90.0, 0.0], [-50.0, -90.0, 0.0]])
-    np.testing.assert_allclose(euler_to_matrix_np(matrix_to_euler_np(euler_to_matrix_np(lock, order), order), order),
-                               euler_to_matrix_np(lock, order), atol=1e-6)
+    lock_rot = euler_to_matrix(lock, order, degrees=True)
+    np.testing.assert_allclose(euler_to_matrix(matrix_to_euler(lock_rot, order, degrees=True), order, degrees=True),
+                               lock_rot, atol=1e-6)
 
 
 def test_fk_matches_geometry():
     rng = np.random.default_rng(1)
     clip = _random_clip(rng, J=9, T=4, with_trans=True)
-    g_rot, g_pos = forward_kinematics_np(clip.local_rot, clip.local_trans, clip.skeleton.parents, clip.root_pos)
+    g_rot, g_pos = forward_kinematics(clip.local_rot, clip.local_trans, clip.skeleton.parents, clip.root_pos)
     ref_rot, ref_pos = geometry.forward_kinematics(
         clip.local_rot, clip.local_trans, clip.skeleton.parents, clip.root_pos
     )
@@ -128,7 +127,7 @@ def test_three_joint_chain_fk():
     assert clip.local_trans is None  # only the root has position channels
     np.testing.assert_allclose(clip.skeleton.offsets, [[0, 0, 0], [0, 1, 0], [0, 0.5, 0]], atol=1e-7)
     np.testing.assert_allclose(clip.root_pos, [[0.1, 0.2, 0.3], [0, 0, 0]], atol=1e-7)
-    g_rot, pos = forward_kinematics_np(clip.local_rot, clip.skeleton.offsets, clip.skeleton.parents, clip.root_pos)
+    g_rot, pos = forward_kinematics(clip.local_rot, clip.skeleton.offsets, clip.skeleton.parents, clip.root_pos)
     # frame 0: rest pose, chain straight up from (0.1, 0.2, 0.3)
     np.testing.assert_allclose(pos[0], [[0.1, 0.2, 0.3], [0.1, 1.2, 0.3], [0.1, 1.7, 0.3]], atol=1e-6)
     # frame 1: root Zrotation 90 deg turns the bone +Y into -X, so mid sits at (-1, 0, 0); mid's
@@ -217,7 +216,7 @@ def test_round_trip_random_skeletons(tmp_path, seed):
         np.testing.assert_allclose(back.local_trans[:, perm][:, 1:], clip.local_trans[:, 1:], atol=1e-6)
     else:
         assert back.local_trans is None
-    fk = lambda c: forward_kinematics_np(  # noqa: E731
+    fk = lambda c: forward_kinematics(  # noqa: E731
         c.local_rot, c.skeleton.offsets if c.local_trans is None else c.local_trans, c.skeleton.parents, c.root_pos
     )[1]
     np.testing.assert_allclose(fk(back)[:, perm], fk(clip), atol=1e-4)

@@ -323,6 +323,6 @@ def test_training_path_does_not_import_tensorflow():
     in a fresh interpreter: other tests in this process may have loaded it for export)."""
     import subprocess
 
-    code = ("import sys, mmar.data.tfds_builders, mmar.data.pipeline, mmar.train, mmar.tasks.sparse_body; "
+    code = ("import sys, mmar.data.tfds_builders, mmar.data.pipeline, mmar.train, mmar.tasks.mem_mlp; "
             "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'")
     subprocess.run([sys.executable, "-c", code], check=True)

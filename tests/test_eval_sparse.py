@@ -8,7 +8,7 @@ from mmar.errors import DataFormatError, MmarError, ShapeError
 from mmar.eval import sparse
 from mmar.eval.sparse import (
     METRIC_KEYS,
-    ClipArrays,
+    ClipPoses,
     clip_metrics,
     metrics_from_npz,
     sparse_metrics,
@@ -42,7 +42,7 @@ def _to6d(rot):
 def _random_clip(rng, t=30, fps=FPS):
     joints = rng.normal(size=(t, 22, 3)) * 0.3
     rot = _rotation_pool()[rng.integers(0, 4096, size=(t, 22))]
-    return ClipArrays(joints=joints, rot=rot, fps=fps)
+    return ClipPoses(joints=joints, rot=rot, fps=fps)
 
 
 def _identity_rot(t):
@@ -66,7 +66,7 @@ def test_constant_offset_exact_mpjpe():
     rng = np.random.default_rng(1)
     gt = _random_clip(rng)
     offset = np.array([0.03, 0.04, 0.0])  # 5 cm
-    pred = ClipArrays(joints=gt.joints + offset, rot=gt.rot, fps=FPS)
+    pred = ClipPoses(joints=gt.joints + offset, rot=gt.rot, fps=FPS)
     m = clip_metrics(pred, gt, align_head=False)
     for k in ("mpjpe_cm", "hand_pe_cm", "upper_pe_cm", "lower_pe_cm", "root_pe_cm"):
         assert m[k] == pytest.approx(5.0, abs=1e-9), k
@@ -83,7 +83,7 @@ def test_head_alignment_per_frame():
     drift = rng.normal(size=(20, 1, 3))  # a different translation every frame
     pj = gt.joints + drift
     pj[:, 0] += np.array([0.0, 0.02, 0.0])  # pelvis 2 cm off relative to the head
-    pred = ClipArrays(joints=pj, rot=gt.rot, fps=FPS)
+    pred = ClipPoses(joints=pj, rot=gt.rot, fps=FPS)
     m = clip_metrics(pred, gt)  # align_head defaults to True
     assert m["root_pe_cm"] == pytest.approx(2.0, abs=1e-9)
     assert m["mpjpe_cm"] == pytest.approx(2.0 / 22, abs=1e-9)
@@ -123,7 +123,7 @@ def test_known_rotation_angle(six_d):
     if six_d:
         pred_rot = _to6d(pred_rot)
         gt_rot = _to6d(gt_rot)
-    m = clip_metrics(ClipArrays(joints, pred_rot, FPS), ClipArrays(joints, gt_rot, FPS))
+    m = clip_metrics(ClipPoses(joints, pred_rot, FPS), ClipPoses(joints, gt_rot, FPS))
     # one joint differs by 30 deg in one axis-angle component: 30 / (21 joints * 3)
     assert m["mpjre_deg"] == pytest.approx(30.0 / 63, abs=1e-4)
 
@@ -135,7 +135,7 @@ def test_rotation_wraps_at_pi():
     gt_rot[:, 7] = _rx(179.0)
     pred_rot[:, 7] = _rx(-179.0)  # axis-angle x: +179 deg vs -179 deg -> 2 deg apart
     joints = np.zeros((t, 22, 3))
-    m = clip_metrics(ClipArrays(joints, pred_rot, FPS), ClipArrays(joints, gt_rot, FPS))
+    m = clip_metrics(ClipPoses(joints, pred_rot, FPS), ClipPoses(joints, gt_rot, FPS))
     assert m["mpjre_deg"] == pytest.approx(2.0 / 63, abs=2e-4)
 
 
@@ -159,7 +159,7 @@ def test_skip_first_frame():
     pj[0] += 1.0
     pj[0, 15] -= 1.0  # keep the head so alignment does not hide the error
     pr[0, 3] = _rx(45.0)
-    pred = ClipArrays(pj, pr, FPS)
+    pred = ClipPoses(pj, pr, FPS)
     m = clip_metrics(pred, gt)  # skip_first=1 by default
     assert m["mpjpe_cm"] == pytest.approx(0.0, abs=1e-9)
     assert m["mpjre_deg"] == pytest.approx(0.0, abs=1e-6)
@@ -170,7 +170,7 @@ def test_skip_first_frame():
 def test_clip_average_is_unweighted():
     def clip(t, off):
         g = np.zeros((t, 22, 3))
-        return ClipArrays(g + np.array([off, 0, 0]), None, FPS), ClipArrays(g, None, FPS)
+        return ClipPoses(g + np.array([off, 0, 0]), None, FPS), ClipPoses(g, None, FPS)
 
     (pa, ga), (pb, gb) = clip(11, 0.01), clip(41, 0.03)
     m = sparse_metrics({"a": pa, "b": pb}, {"a": ga, "b": gb}, align_head=False)
@@ -201,7 +201,7 @@ def test_mpjre_average_over_clips_and_chunks(monkeypatch):
 def test_fps_argument_and_errors():
     rng = np.random.default_rng(6)
     gt = _random_clip(rng)
-    pred = ClipArrays(gt.joints * 1.1, gt.rot, fps=30.0)
+    pred = ClipPoses(gt.joints * 1.1, gt.rot, fps=30.0)
     with pytest.raises(DataFormatError, match="'walk'.*fps"):
         sparse_metrics({"walk": pred}, {"walk": gt})
     # an explicit fps overrides both
@@ -218,16 +218,16 @@ def test_mismatched_keys_and_shapes():
         sparse_metrics({"walk": a}, {"walk": b, "jump": b})
     with pytest.raises(DataFormatError, match="'extra'"):
         sparse_metrics({"walk": a, "extra": a}, {"walk": b})
-    bad = ClipArrays(a.joints[:, :21], a.rot, FPS)
+    bad = ClipPoses(a.joints[:, :21], a.rot, FPS)
     with pytest.raises(ShapeError, match="'walk'.*joints"):
         sparse_metrics({"walk": bad}, {"walk": b})
-    short = ClipArrays(a.joints[:20], a.rot[:20], FPS)
+    short = ClipPoses(a.joints[:20], a.rot[:20], FPS)
     with pytest.raises(ShapeError, match="'walk'.*frames"):
         sparse_metrics({"walk": short}, {"walk": b})
-    badrot = ClipArrays(a.joints, a.rot[..., :2], FPS)
+    badrot = ClipPoses(a.joints, a.rot[..., :2], FPS)
     with pytest.raises(ShapeError, match="'walk'.*rotations"):
         sparse_metrics({"walk": badrot}, {"walk": b})
-    tiny = ClipArrays(a.joints[:4], a.rot[:4], FPS)
+    tiny = ClipPoses(a.joints[:4], a.rot[:4], FPS)
     with pytest.raises(ShapeError, match="at least 5"):
         clip_metrics(tiny, tiny)
 
@@ -295,9 +295,9 @@ def test_many_clips_are_fast():
     base = _random_clip(rng, 320)
     n = 150
     lengths = [280 + (i % 37) for i in range(n)]
-    gt = {f"c{i}": ClipArrays(base.joints[:t], base.rot[:t], FPS) for i, t in enumerate(lengths)}
+    gt = {f"c{i}": ClipPoses(base.joints[:t], base.rot[:t], FPS) for i, t in enumerate(lengths)}
     pred = {
-        f"c{i}": ClipArrays(base.joints[:t] + 0.01 * i / n, base.rot[:t], FPS)
+        f"c{i}": ClipPoses(base.joints[:t] + 0.01 * i / n, base.rot[:t], FPS)
         for i, t in enumerate(lengths)
     }
     sparse_metrics(pred, gt)  # compile

@@ -20,13 +20,14 @@ pytest.importorskip("ai_edge_litert")
 
 from _sparse_body_fixtures import tiny_config  # noqa: E402
 from mmar import cli, geometry  # noqa: E402
-from mmar.data.arrays import load_arrays, smpl22_arrays_np, sparse_features_np  # noqa: E402
+from mmar import geometry_np as gnp  # noqa: E402
+from mmar.data.arrays import load_arrays  # noqa: E402
 from mmar.data.bvh import read_bvh  # noqa: E402
 from mmar.data.clip import clips_to_arrays, resample_clips, sparse_features  # noqa: E402
 from mmar.errors import CheckpointError, ConfigError, DataFormatError  # noqa: E402
 from mmar.export import runtime as R  # noqa: E402
 from mmar.export.card import export_model  # noqa: E402
-from mmar.tasks.sparse_body import SparseBodyTask  # noqa: E402
+from mmar.tasks import make_task  # noqa: E402
 
 FPS = 60.0
 
@@ -59,8 +60,8 @@ def bvh_path(bandai_dir, tmp_path_factory):
 
 def _tiny(kind):
     """A randomly initialised tiny task and its variables (as saved by training)."""
-    cfg = tiny_config(kind, vqvae_workdir="unused" if kind == "mem_mlp" else None)
-    task = SparseBodyTask(cfg)
+    cfg = tiny_config(kind, **({"vqvae_workdir": "unused"} if kind == "mem_mlp" else {}))
+    task = make_task(cfg)
     W = cfg.model.window
     k1, k2 = jax.random.split(jax.random.PRNGKey(7))
     if kind == "agrol_mlp":
@@ -104,8 +105,8 @@ def test_numpy_arrays_equal_training_arrays(bvh_path, jax_clip):
     q = rng.normal(size=(2, 5, 22, 4))
     rot = np.asarray(geometry.quaternion_to_matrix(jnp.asarray(q)), np.float64)
     pos = rng.normal(size=(2, 5, 22, 3))
-    np.testing.assert_allclose(sparse_features_np(rot, pos), np.asarray(sparse_features(rot, pos)), atol=1e-5)
-    one = smpl22_arrays_np(rot[0], np.zeros((22, 3)), pos[0, :, 0], 30.0)
+    np.testing.assert_allclose(gnp.sparse_features(rot, pos), np.asarray(sparse_features(rot, pos)), atol=1e-5)
+    one = gnp.smpl22_arrays(rot[0], np.zeros((22, 3)), pos[0, :, 0], 30.0)
     np.testing.assert_array_equal(one["sparse"][0, 18:24], [1, 0, 0, 0, 1, 0])
     np.testing.assert_array_equal(one["sparse"][0, 45:], 0)
 

@@ -13,19 +13,23 @@ from _sparse_body_fixtures import synthetic_benchmark
 from mmar import cli
 from mmar.data.clip import save_arrays
 from mmar.errors import CheckpointError, ConfigError
-from mmar.tasks import make_task
-from mmar.tasks.motionmar import MotionMARModelConfig, MotionMARTask
-from mmar.tasks.sparse_body import SparseBodyDataConfig
+import dataclasses
+
+from mmar.tasks import make_task, task_class
+from mmar.tasks.base import BenchmarkDataConfig
 from mmar.train import train
 from mmar.train.checkpoint import load_params
 from mmar.train.config import Config, OptimConfig, TrainConfig
 
 
 def tiny(kind: str, steps: int = 6, **model) -> Config:
-    m = MotionMARModelConfig(kind=kind, lengths=(5, 10, 20), vq_width=32, vq_depth=1, codebook_size=32, code_dim=8,
-                             width=32, depth=1, heads=2, mrn_hidden=16, mrn_layers=1, drop_path=0.0, vq_revive_every=2,
-                             eval_hop=5, predict_chunk=32, **model)
-    return Config(name=f"tiny_{kind}", model=m, data=SparseBodyDataConfig(max_eval_clips=2),
+    """A tiny config of task ``kind`` (``tmt_vqvae`` or ``motionmar``)."""
+    cls = task_class(kind).ModelConfig
+    small = dict(lengths=(5, 10, 20), vq_width=32, vq_depth=1, codebook_size=32, code_dim=8, width=32, depth=1, heads=2,
+                 mrn_hidden=16, mrn_layers=1, drop_path=0.0, vq_revive_every=2, eval_hop=5, predict_chunk=32)
+    known = {f.name for f in dataclasses.fields(cls)}
+    m = cls(**{**{k: v for k, v in small.items() if k in known}, **model})
+    return Config(name=f"tiny_{kind}", task=kind, model=m, data=BenchmarkDataConfig(max_eval_clips=2),
                   optim=OptimConfig(lr=2e-3, warmup_steps=0, schedule="constant"),
                   train=TrainConfig(steps=steps, batch_size=8, log_every=2, eval_every=0, ckpt_every=steps,
                                     progress=False, async_checkpoint=False))
@@ -41,7 +45,7 @@ def runs(bench, tmp_path_factory):
     root = tmp_path_factory.mktemp("mm")
     out = {}
     cfg = tiny("tmt_vqvae", steps=6)
-    out["vq"] = (root / "vq", train(MotionMARTask(cfg, bench), cfg, root / "vq")[1])
+    out["vq"] = (root / "vq", train(make_task(cfg, benchmark=bench), cfg, root / "vq")[1])
     cfg = tiny("motionmar", steps=4, vqvae_workdir=str(root / "vq"))
     out["ar"] = (root / "ar", train(make_task(cfg, benchmark=bench), cfg, root / "ar")[1])
     return out
@@ -64,11 +68,11 @@ def test_stages_train_and_report(runs):
 
 def test_checkpoint_is_self_contained_and_online(runs, bench):
     variables, cfg = load_params(runs["ar"][0])
-    assert cfg["model"]["kind"] == "motionmar" and "vqvae" in variables
+    assert cfg["task"] == "motionmar" and "vqvae" in variables
     vq, _ = load_params(runs["vq"][0])
     np.testing.assert_array_equal(variables["vqvae"]["params"]["quantizer"]["codebook"],
                                   vq["params"]["quantizer"]["codebook"])
-    task = MotionMARTask(tiny("motionmar", vqvae_workdir=str(runs["vq"][0])), bench)
+    task = make_task(tiny("motionmar", vqvae_workdir=str(runs["vq"][0])), benchmark=bench)
     clips = bench["test"]
     name = sorted(clips)[0]
     full = task.predict_clips(variables, {name: clips[name]})[name]
@@ -81,7 +85,7 @@ def test_checkpoint_is_self_contained_and_online(runs, bench):
 
 
 def test_dead_codes_are_revived_on_schedule(bench):
-    task = MotionMARTask(tiny("tmt_vqvae"), bench)
+    task = make_task(tiny("tmt_vqvae"), benchmark=bench)
     params = {"quantizer": {"codebook": jnp.zeros((32, 8))}, "other": jnp.ones(3)}
     count = jnp.where(jnp.arange(32) < 4, 0.0, 5.0)  # codes 0..3 dead
     extra = {"vq": {"quantizer": {"code_count": count}},
@@ -111,22 +115,23 @@ def test_cli_eval_with_and_without_mrn(runs, bench, tmp_path, capsys):
 
 def test_bad_configs(runs, bench, tmp_path):
     with pytest.raises(ConfigError, match="vqvae_workdir"):
-        MotionMARTask(tiny("motionmar"), bench)
-    with pytest.raises(ConfigError, match="kind"):
-        MotionMARTask(tiny("diffusion"), bench)
+        make_task(tiny("motionmar"), benchmark=bench)
+    with pytest.raises(ConfigError, match="diffusion"):
+        make_task(tiny("diffusion"), benchmark=bench)
     with pytest.raises(ConfigError, match="scales"):  # AR scales differ from the VQ-VAE's
-        cfg = tiny("motionmar", vqvae_workdir="x")
-        cfg.model.lengths = (20,)
-        from mmar.models.motionmar import check_compatible
-        from mmar.tasks.motionmar import ar_config, vqvae_config
+        from mmar.models.motionmar import MotionMARConfig, check_compatible
+        from mmar.tasks.tmt_vqvae import vqvae_config
 
-        check_compatible(ar_config(cfg.model), vqvae_config(tiny("tmt_vqvae").model))
+        check_compatible(MotionMARConfig(lengths=(20,), code_dim=8, vocab_size=32), vqvae_config(tiny("tmt_vqvae").model))
     cfg = tiny("motionmar", vqvae_workdir=str(runs["ar"][0]))  # a MotionMAR run is not a VQ-VAE
     with pytest.raises(CheckpointError, match="tmt_vqvae"):
-        train(MotionMARTask(cfg, bench), cfg, tmp_path / "wrong")
-    task = MotionMARTask(tiny("tmt_vqvae"), bench)
+        train(make_task(cfg, benchmark=bench), cfg, tmp_path / "wrong")
+    cfg = tiny("motionmar", vqvae_workdir=str(runs["vq"][0]), vq_width=64)  # not the VQ-VAE's architecture
+    with pytest.raises(ConfigError, match="vq_width=64"):
+        train(make_task(cfg, benchmark=bench), cfg, tmp_path / "wrong2")
+    task = make_task(tiny("tmt_vqvae"), benchmark=bench)
     with pytest.raises(ConfigError, match="not a sparse-to-full-body"):
-        task.window_fn({})
+        task.predict_clips({}, bench["test"])
 
 
 def test_cli_export_motionmar_with_card(runs, tmp_path, capsys):

@@ -10,7 +10,7 @@ from _sparse_body_fixtures import synthetic_benchmark, tiny_config
 from mmar import cli
 from mmar.data.clip import load_arrays, save_arrays
 from mmar.errors import CheckpointError, ConfigError
-from mmar.tasks.sparse_body import SparseBodyTask
+from mmar.tasks import make_task
 from mmar.train import train
 from mmar.train.checkpoint import load_params
 
@@ -27,7 +27,7 @@ def runs(bench, tmp_path_factory):
     for kind, extra in (("agrol_mlp", {}), ("mlp_vqvae", {}),
                         ("mem_mlp", {"vqvae_workdir": str(root / "mlp_vqvae")})):
         cfg = tiny_config(kind, steps=6, **extra)
-        _, history = train(SparseBodyTask(cfg, bench), cfg, root / kind)
+        _, history = train(make_task(cfg, benchmark=bench), cfg, root / kind)
         out[kind] = (root / kind, history)
     return out
 
@@ -50,7 +50,7 @@ def test_vqvae_dead_code_remedy_runs_in_the_trainer(bench):
     import jax.numpy as jnp
 
     cfg = tiny_config("mlp_vqvae", vq_revive_every=2)
-    task = SparseBodyTask(cfg, bench)
+    task = make_task(cfg, benchmark=bench)
     batch = next(iter(task.train_iterator(0)))
     variables = task.init(jax.random.PRNGKey(0), batch)
     params = variables.pop("params")
@@ -73,12 +73,12 @@ def test_mem_mlp_self_fed_memory_trains(runs, bench, tmp_path):
     """``model.memory_feed=blend``: windows of W + 2 frames, the memory of the last W frames
     blends the ground truth with the model's own prediction of the previous window."""
     cfg = tiny_config("mem_mlp", steps=2, vqvae_workdir=str(runs["mlp_vqvae"][0]), memory_feed="blend")
-    task = SparseBodyTask(cfg, bench)
+    task = make_task(cfg, benchmark=bench)
     assert task.frames_per_window == cfg.model.window + 2
     _, history = train(task, cfg, tmp_path / "blend")
     assert all(np.isfinite(h["train/loss"]) for h in history if "train/loss" in h)
     with pytest.raises(ConfigError, match="memory_feed"):
-        SparseBodyTask(tiny_config("mem_mlp", vqvae_workdir="x", memory_feed="pred"), bench)
+        make_task(tiny_config("mem_mlp", vqvae_workdir="x", memory_feed="pred"), benchmark=bench)
 
 
 def test_mem_mlp_ik_refines_online_predictions(runs, bench):
@@ -89,9 +89,9 @@ def test_mem_mlp_ik_refines_online_predictions(runs, bench):
     variables, _ = load_params(runs["mem_mlp"][0])
     cfg = tiny_config("mem_mlp", vqvae_workdir=str(runs["mlp_vqvae"][0]))
     clips = dict(list(sorted(bench["test"].items()))[:2])
-    plain = SparseBodyTask(cfg, bench).predict_clips(variables, clips)
+    plain = make_task(cfg, benchmark=bench).predict_clips(variables, clips)
     cfg.model = dataclasses.replace(cfg.model, ik=True, ik_iters=3)
-    ik = SparseBodyTask(cfg, bench).predict_clips(variables, clips)
+    ik = make_task(cfg, benchmark=bench).predict_clips(variables, clips)
     for n in clips:
         assert ik[n]["rot6d"].shape == plain[n]["rot6d"].shape and np.all(np.isfinite(ik[n]["joints"]))
         assert not np.allclose(ik[n]["rot6d"], plain[n]["rot6d"])
@@ -100,7 +100,7 @@ def test_mem_mlp_ik_refines_online_predictions(runs, bench):
 def test_mem_mlp_checkpoint_is_self_contained(runs, monkeypatch):
     monkeypatch.chdir(runs["mem_mlp"][0].parent)  # a relative run directory works too
     variables, cfg = load_params(runs["mem_mlp"][0].name)
-    assert "vqvae" in variables and cfg["model"]["kind"] == "mem_mlp"
+    assert "vqvae" in variables and cfg["task"] == "mem_mlp"
     vq, _ = load_params(runs["mlp_vqvae"][0])
     np.testing.assert_array_equal(variables["vqvae"]["params"]["codebook"], vq["params"]["codebook"])
     assert "loss_uncertainty" in variables["params"]
@@ -108,7 +108,7 @@ def test_mem_mlp_checkpoint_is_self_contained(runs, monkeypatch):
 
 def test_online_prediction_is_causal(runs, bench):
     cfg = tiny_config("agrol_mlp")
-    task = SparseBodyTask(cfg, bench)
+    task = make_task(cfg, benchmark=bench)
     variables, _ = load_params(runs["agrol_mlp"][0])
     clips = bench["test"]
     name = sorted(clips)[0]
@@ -129,7 +129,8 @@ def test_cli_eval_metrics_render(runs, bench, tmp_path, capsys):
                    "--out", str(metrics), "--save-pred", str(pred)])
     assert rc == 0
     result = json.loads(metrics.read_text())
-    assert set(result) == {"all", "dataset-1"} and result["all"]["clips"] == 2
+    assert {"all", "dataset-1"} <= set(result) and result["all"]["clips"] == 2
+    assert result["checkpoint"]["step"] == 6 and result["skipped"] == []
     assert set(load_arrays(str(pred))) == set(bench["test"])
     capsys.readouterr()
     assert cli.main(["metrics", "--pred", str(pred), "--gt", str(gt)]) == 0
@@ -142,13 +143,13 @@ def test_cli_eval_metrics_render(runs, bench, tmp_path, capsys):
 
 def test_bad_configs_and_checkpoints(runs, bench, tmp_path):
     with pytest.raises(ConfigError, match="vqvae_workdir"):
-        SparseBodyTask(tiny_config("mem_mlp"), bench)
-    with pytest.raises(ConfigError, match="kind"):
-        SparseBodyTask(tiny_config("transformer"), bench)
+        make_task(tiny_config("mem_mlp"), benchmark=bench)
+    with pytest.raises(ConfigError, match="transformer"):
+        make_task(tiny_config("transformer"), benchmark=bench)
     # a Mem-MLP pointed at an AGRoL run instead of a VQ-VAE
     cfg = tiny_config("mem_mlp", vqvae_workdir=str(runs["agrol_mlp"][0]))
     with pytest.raises(CheckpointError, match="mlp_vqvae"):
-        train(SparseBodyTask(cfg, bench), cfg, tmp_path / "wrong")
+        train(make_task(cfg, benchmark=bench), cfg, tmp_path / "wrong")
     assert cli.main(["eval", "--checkpoint", str(tmp_path / "nothing")]) == 2
 
 

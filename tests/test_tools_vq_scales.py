@@ -14,8 +14,8 @@ from mmar.data import hml_features as hf
 from mmar.models.quantizers.skeletal import SCALEMOGEN_SKELETAL
 from mmar.models.vqvae import SkeletalVQVAE
 from mmar.skeleton import SMPL22_PARENTS
-from mmar.tasks.motionmar import MotionMARModelConfig, MotionMARTask
-from mmar.tasks.sparse_body import SparseBodyDataConfig
+from mmar.tasks.base import BenchmarkDataConfig
+from mmar.tasks.tmt_vqvae import TMTVQVAEModelConfig, TMTVQVAETask
 from mmar.train.config import Config
 
 _PATH = Path(__file__).resolve().parents[1] / "tools" / "vq_scales.py"
@@ -68,9 +68,8 @@ def bench():
 
 
 def test_temporal_scales(bench, tmp_path):
-    m = MotionMARModelConfig(kind="tmt_vqvae", lengths=(5, 10, 20), vq_width=16, vq_depth=1, codebook_size=16,
-                             code_dim=8)
-    task = MotionMARTask(Config(name="tiny", model=m, data=SparseBodyDataConfig()), bench)
+    m = TMTVQVAEModelConfig(lengths=(5, 10, 20), vq_width=16, vq_depth=1, codebook_size=16, code_dim=8)
+    task = TMTVQVAETask(Config(name="tiny", task="tmt_vqvae", model=m, data=BenchmarkDataConfig()), bench)
     clips = bench["test"]
     win = vq_scales.temporal_windows(clips, task.window)
     n = sum((c["sparse"].shape[0] - 1) // 20 for c in clips.values())

@@ -18,6 +18,7 @@ from mmar.train.config import (
     config_from_dict,
     config_to_dict,
     load_saved_config,
+    read_saved_config,
     save_config,
 )
 
@@ -143,26 +144,24 @@ def test_save_and_reload(tmp_path, exp_file):
     payload = json.loads(path.read_text())
     assert payload["overrides"] == ["model.width=32", "model.depths=4,4"]
     assert payload["config"]["model"]["depths"] == [4, 4]
-    assert payload["classes"][""].endswith(":Config")
-    # With the experiment's own config as base, types (tuples) come back exactly.
+    assert payload["format"] == 2 and "task" in payload
+    assert read_saved_config(tmp_path / "work") == payload
+    # Written into the experiment's own config as base, types (tuples) come back exactly.
     again, overrides = load_saved_config(tmp_path / "work", base=load_config(exp_file))
     assert again == cfg and overrides == payload["overrides"]
-    # Without a base, importable classes are rebuilt (a config file loaded by path is importable
-    # only within the process that loaded it; elsewhere its sections become namespaces).
-    loose, _ = load_saved_config(tmp_path / "work")
-    assert isinstance(loose, Config) and isinstance(loose.optim, OptimConfig)
-    assert loose.model.width == 32 and tuple(loose.model.depths) == (4, 4)
-    payload["classes"]["model"] = "not_a_module:ModelConfig"
-    (tmp_path / "work" / "config.json").write_text(json.dumps(payload))
-    ns, _ = load_saved_config(tmp_path / "work")
-    assert isinstance(ns.model, types.SimpleNamespace) and ns.model.width == 32
-    # Importable dataclasses (here tests/_toy_task.py) round-trip without a base.
     toy = _toy_task.toy_config(steps=7)
     toy.train.mesh_shape = (1, -1)
     save_config(toy, tmp_path / "toy", overrides=["train.steps=7"])
-    back, ov = load_saved_config(tmp_path / "toy")
-    assert back == toy and ov == ["train.steps=7"]
-    assert isinstance(back.model, _toy_task.ToyModelConfig) and back.train.mesh_shape == (1, -1)
+    back, ov = load_saved_config(tmp_path / "toy", base=_toy_task.toy_config())
+    assert back == toy and ov == ["train.steps=7"] and back.train.mesh_shape == (1, -1)
+    # a saved field the base does not have is refused, naming it
+    payload["config"]["model"]["nope"] = 1
+    (tmp_path / "work" / "config.json").write_text(json.dumps(payload))
+    with pytest.raises(ConfigError, match="model.nope"):
+        load_saved_config(tmp_path / "work", base=load_config(exp_file))
+    (tmp_path / "work" / "config.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="malformed"):
+        read_saved_config(tmp_path / "work")
 
 
 def test_config_dict_round_trip():
@@ -170,7 +169,7 @@ def test_config_dict_round_trip():
     d = config_to_dict(cfg)
     json.dumps(d)
     assert d["optim"]["boundaries"] == [3, 5]
-    assert config_from_dict(d) == cfg
+    assert config_from_dict(d, base=Config()) == cfg
     assert config_from_dict({"train": {"steps": 9}}, base=cfg).train.steps == 9
     with pytest.raises(ConfigError, match="train.nope"):
         config_from_dict({"train": {"nope": 1}}, base=cfg)

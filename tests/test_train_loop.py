@@ -81,6 +81,22 @@ def test_resume_is_exact(full_run, tmp_path):
     assert hist2 == [] and int(again.step) == N_STEPS
 
 
+def test_resume_prints_one_line(tmp_path, capsys, caplog):
+    cfg = toy_config(steps=2, ckpt_every=2, log_every=2, optim=dict(decay_steps=3))
+    with caplog.at_level("INFO", logger="mmar.train"):
+        train(ToyTask(cfg), cfg, tmp_path)
+        assert "resumed" not in capsys.readouterr().err  # a fresh run says nothing
+        cfg3 = toy_config(steps=3, ckpt_every=2, log_every=2, optim=dict(decay_steps=3))
+        state, _ = train(ToyTask(cfg3), cfg3, tmp_path)
+    assert int(state.step) == 3
+    lines = [line for line in capsys.readouterr().err.splitlines() if "resumed" in line]
+    assert len(lines) == 1 and lines[0].startswith("resumed from step 2 ")
+    assert str(tmp_path / "checkpoints" / "2") in lines[0]
+    logged = [r for r in caplog.records if "resumed" in r.getMessage()]
+    assert len(logged) == 1 and logged[0].levelname == "INFO"
+    assert logged[0].getMessage() == lines[0]
+
+
 def test_nan_loss_raises_and_saves_nothing_after(tmp_path):
     cfg = toy_config(steps=8, ckpt_every=2, log_every=4, optim=dict(ema_decay=None))
     with pytest.raises(TrainingDivergedError, match=r"step 3\b") as info:

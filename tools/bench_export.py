@@ -17,7 +17,7 @@ MotionMAR in window mode, Mem-MLP in stream mode) and prints, as one Markdown ta
 * accuracy on the Bandai split (:func:`mmar.data.benchmark.load_sparse_benchmark`): every clip
   streamed frame by frame through the ``.tflite`` by the numpy runtime, the body placed by the
   tracked head, scored with :func:`mmar.eval.sparse.sparse_metrics` (MPJPE in cm, jitter in
-  m/s^3); the fp32 JAX model's online prediction (``SparseBodyTask.predict_clips``) gives the
+  m/s^3); the fp32 JAX model's online prediction (``task.predict_clips``) gives the
   reference row, and the largest / mean absolute difference of the predicted 6D rotations from
   it is reported per quantization.
 
@@ -88,7 +88,7 @@ def _predict_tflite(rt, clips, desc, codebook=None):
     import numpy as np
     from tqdm import tqdm
 
-    from mmar.export.runtime import body_in_world_np
+    from mmar.geometry_np import body_in_world
 
     out, codes = {}, {}
     for name in tqdm(sorted(clips), desc=desc, unit="clip"):
@@ -100,7 +100,7 @@ def _predict_tflite(rt, clips, desc, codebook=None):
             if codebook is not None:
                 cs.append(rt.state["memory_code"][0, -1])
         rot = np.stack(poses)
-        out[name] = {"rot6d": rot, "joints": body_in_world_np(rot, a["offsets"], a["sparse"]), "fps": a["fps"]}
+        out[name] = {"rot6d": rot, "joints": body_in_world(rot, a["offsets"], a["sparse"]), "fps": a["fps"]}
         if codebook is not None:
             c = np.stack(cs)
             codes[name] = np.argmin((c * c).sum(-1)[:, None] - 2 * c @ codebook.T + (codebook * codebook).sum(-1), -1)
@@ -143,15 +143,15 @@ def _export_fn(task, variables, cfg):
     variables = jax.tree.map(jnp.asarray, variables)
     extra = {k: v for k, v in variables.items() if k != "params"}
     mcfg = task.model.config
-    if cfg.model.kind == "motionmar":
+    if cfg.task == "motionmar":
         from mmar.export import motionmar as MM
 
         m = cfg.model
         fn = MM.motionmar_window_fn(MM.export_model(mcfg), variables, task.vq_model, extra["vqvae"], decode=m.decode,
                                     temperature=m.soft_temperature, guidance=m.guidance, refine=m.refine)
         return fn, MM.motionmar_window_specs(mcfg)
-    mv = task._model_vars(variables["params"], extra)
-    if cfg.model.kind == "agrol_mlp":
+    mv = task.model_vars(variables)
+    if cfg.task == "agrol_mlp":
         return T.agrol_window_fn(task.model, mv), T.agrol_window_specs(mcfg)
     return T.mem_mlp_stream_fn(task.model, mv, task.vq_model, extra.get("vqvae")), T.mem_mlp_stream_specs(mcfg)
 
@@ -168,7 +168,7 @@ def _step_functions(task, variables, cfg, frames):
 
     fn, specs = _export_fn(task, variables, cfg)
     W = task.model.config.window
-    if cfg.model.kind in ("agrol_mlp", "motionmar"):
+    if cfg.task in ("agrol_mlp", "motionmar"):
         feed = {"sparse": np.asarray(frames[None, :W], np.float32)}
     else:
         spec = T.mem_mlp_state_spec(task.model.config)
@@ -197,7 +197,7 @@ def _representative(task, variables, cfg, train_clips, n: int, seed: int = 0):
     mcfg = task.model.config
     W = mcfg.window
     names = sorted(n_ for n_, a in train_clips.items() if len(a["sparse"]) >= 2 * W)
-    if cfg.model.kind in ("agrol_mlp", "motionmar"):
+    if cfg.task in ("agrol_mlp", "motionmar"):
         out = []
         for _ in range(n):
             s = train_clips[names[rng.integers(len(names))]]["sparse"]
@@ -206,7 +206,7 @@ def _representative(task, variables, cfg, train_clips, n: int, seed: int = 0):
         return out
     variables = jax.tree.map(jnp.asarray, variables)
     extra = {k: v for k, v in variables.items() if k != "params"}
-    fn = jax.jit(T.mem_mlp_stream_fn(task.model, task._model_vars(variables["params"], extra), task.vq_model,
+    fn = jax.jit(T.mem_mlp_stream_fn(task.model, task.model_vars(variables), task.vq_model,
                                      extra.get("vqvae")))
     spec = T.mem_mlp_state_spec(mcfg)
     out = []
@@ -232,14 +232,14 @@ def _simulate_fp16(task, variables, clips):
     import numpy as np
 
     from mmar.eval.sparse import sparse_metrics
-    from mmar.export.runtime import body_in_world_np
+    from mmar.geometry_np import body_in_world
     from mmar.models.agrol_mlp import pad_clip_start
     from mmar.models.mem_mlp import make_memory, zero_memory
     from mmar.models.mlp_vqvae import MLPVQVAE
 
     variables = jax.tree.map(jnp.asarray, variables)
     extra = {k: v for k, v in variables.items() if k != "params"}
-    mv, vqv = task._model_vars(variables["params"], extra), extra["vqvae"]
+    mv, vqv = task.model_vars(variables), extra["vqvae"]
     model, vq, cfg = task.model, task.vq_model, task.model.config
     names = sorted(clips)
     T = max(len(clips[n]["sparse"]) for n in names)
@@ -274,7 +274,7 @@ def _simulate_fp16(task, variables, clips):
             total += L
             diff = max(diff, float(np.abs(rot[i, :L] - ref_rot[i, :L]).max()))
             pred[n] = {"rot6d": rot[i, :L], "fps": clips[n]["fps"],
-                       "joints": body_in_world_np(rot[i, :L], clips[n]["offsets"], clips[n]["sparse"])}
+                       "joints": body_in_world(rot[i, :L], clips[n]["offsets"], clips[n]["sparse"])}
         met = sparse_metrics(pred, clips)
         rows.append((k, flips / total, len(np.unique(idx)), diff, met["mpjpe_cm"], met["jitter_m_s3"]))
     return rows
@@ -293,7 +293,7 @@ def _profile_stream(task, variables, frames, iters):
 
     variables = jax.tree.map(jnp.asarray, variables)
     extra = {k: v for k, v in variables.items() if k != "params"}
-    mv = task._model_vars(variables["params"], extra)
+    mv = task.model_vars(variables)
     model, vq, vqv = task.model, task.vq_model, extra.get("vqvae")
     cfg = model.config
     _, _, feed = _step_functions(task, variables, task.cfg, frames)
@@ -362,7 +362,8 @@ def main() -> None:
 
     from mmar.data.benchmark import load_sparse_benchmark
     from mmar.eval.sparse import sparse_metrics
-    from mmar.export.card import _load, export_model
+    from mmar.export.card import export_model
+    from mmar.run import load
     from mmar.export.runtime import TFLiteModel
     from mmar.export.tflite import export_tflite
 
@@ -377,20 +378,21 @@ def main() -> None:
     rows, profiles, sims = [], {}, {}
     bench = None
     for ckpt in args.checkpoints:
-        task, variables, cfg = _load(ckpt)
+        run = load(ckpt)
+        task, variables, cfg = run.task, run.variables, run.config
         if bench is None or bench.fps != float(cfg.data.fps):
             bench = load_sparse_benchmark(args.data, fps=float(cfg.data.fps))
         clips = bench.subset(args.split, args.max_clips)
-        label = f"{cfg.model.kind} ({Path(ckpt).name})"
+        label = f"{cfg.task} ({Path(ckpt).name})"
         codebook = None
-        if task.vq_model is not None and cfg.model.kind == "mem_mlp":
+        if task.vq_model is not None and cfg.task == "mem_mlp":
             if args.kmeans_codebook:
                 k = int(np.shape(variables["vqvae"]["params"]["codebook"])[0])
                 variables = _kmeans_codebook(task, variables, bench.subset("train", 300), k)
                 label += f", k-means codebook of {k}"
             codebook = np.asarray(variables["vqvae"]["params"]["codebook"], np.float64)
         W = task.model.config.window
-        print(f"== {ckpt}: {cfg.model.kind}, window {W}; {len(clips)} {args.split} clips", flush=True)
+        print(f"== {ckpt}: {cfg.task}, window {W}; {len(clips)} {args.split} clips", flush=True)
         frames = next(iter(clips.values()))["sparse"]
         longest = max(clips.values(), key=lambda a: len(a["sparse"]))["sparse"]
         frames = longest if len(frames) < 2 * W else frames
@@ -401,7 +403,7 @@ def main() -> None:
         rows.append({"model": label, "quantize": "JAX fp32", "mpjpe": ref_m["mpjpe_cm"],
                      "jitter": ref_m["jitter_m_s3"], "gt_jitter": ref_m["gt_jitter_m_s3"], "jax": jax_lat})
         stem = Path(ckpt).name
-        mode = {"agrol_mlp": "window", "mem_mlp": "stream", "motionmar": "window"}[cfg.model.kind]
+        mode = task.export_modes[0]
         variants = list(quants) + (["int8 full integer"] if args.full_int8 else [])
         base_codes = None
         for q in variants:
@@ -427,9 +429,9 @@ def main() -> None:
                          "lite": lat, "jax": jax_lat, "mpjpe": met["mpjpe_cm"], "jitter": met["jitter_m_s3"],
                          "gt_jitter": met["gt_jitter_m_s3"], "diff": (float(d.max()), float(d.mean())),
                          "flips": flips})
-        if args.profile and cfg.model.kind == "mem_mlp":
+        if args.profile and cfg.task == "mem_mlp":
             profiles[label] = _profile_stream(task, variables, frames, args.iters)
-        if args.simulate_fp16 and task.vq_model is not None and cfg.model.kind == "mem_mlp":
+        if args.simulate_fp16 and task.vq_model is not None and cfg.task == "mem_mlp":
             sims[label] = _simulate_fp16(task, variables, clips)
 
     print()

@@ -40,7 +40,7 @@ def _profile(root, n_per_archive: int = 40) -> None:
         t["decompress"] += time.perf_counter() - t0
         for text, src in texts:
             t0 = time.perf_counter()
-            euler = bvh.euler_to_matrix_np
+            euler = bvh.euler_to_matrix
             calls = []
 
             def timed(*args, **kw):
@@ -49,11 +49,11 @@ def _profile(root, n_per_archive: int = 40) -> None:
                 calls.append(time.perf_counter() - s)
                 return out
 
-            bvh.euler_to_matrix_np = timed
+            bvh.euler_to_matrix = timed
             try:
                 d = bvh.parse_bvh_arrays(text, src, BANDAI_SCALE)
             finally:
-                bvh.euler_to_matrix_np = euler
+                bvh.euler_to_matrix = euler
             t1 = time.perf_counter()
             t["euler"] += sum(calls)
             t["hierarchy+numbers"] += (t1 - t0) - sum(calls)
@@ -81,7 +81,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from mmar.data.bandai import load_bandai
-    from mmar.data.bvh import forward_kinematics_np
+    from mmar.geometry_np import forward_kinematics
 
     import resource
 
@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     c1 = cpu()
     frames = sum(c.num_frames for c in clips)
     for c in clips:
-        forward_kinematics_np(c.local_rot, c.skeleton.offsets, c.skeleton.parents, c.root_pos)
+        forward_kinematics(c.local_rot, c.skeleton.offsets, c.skeleton.parents, c.root_pos)
     t2 = time.perf_counter()
     c2 = cpu()
     print(f"clips {len(clips)}  frames {frames}  workers {args.workers}  cpus {os.cpu_count()}")

@@ -34,10 +34,13 @@ def main() -> None:
     import optax
 
     from mmar.models.mlp_vqvae import MLPVQVAE, MLPVQVAEConfig
-    from mmar.tasks.sparse_body import SparseBodyModelConfig, build_model
+    from mmar.models.agrol_mlp import AGRoLMLP, AGRoLMLPConfig
+    from mmar.models.mem_mlp import MemMLP, MemMLPConfig
 
-    m = SparseBodyModelConfig(kind=args.kind, window=args.window, dim=args.dim, depth=args.depth)
-    model = build_model(m)
+    if args.kind == "agrol_mlp":
+        model = AGRoLMLP(AGRoLMLPConfig(window=args.window, dim=args.dim, depth=args.depth))
+    else:
+        model = MemMLP(MemMLPConfig(window=args.window, dim=args.dim, depth=args.depth))
     W, B = args.window, args.batch
     rng = np.random.default_rng(0)
     frames = W + (1 if args.kind == "mem_mlp" else 0)

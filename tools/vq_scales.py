@@ -4,8 +4,8 @@ scales used, and codebook usage per scale.
 Two modes, each printing markdown tables (and optionally writing a JSON of the numbers and a
 figure):
 
-``temporal`` -- a trained TMT VQ-VAE run (MotionMAR stage 1, ``model.kind=tmt_vqvae``) on the
-Bandai test split at 60 fps: :meth:`mmar.tasks.motionmar.MotionMARTask.evaluate_vqvae` gives
+``temporal`` -- a trained TMT VQ-VAE run (MotionMAR stage 1, task ``tmt_vqvae``) on the
+Bandai test split at 60 fps: :meth:`mmar.tasks.tmt_vqvae.TMTVQVAETask.evaluate_vqvae` gives
 MPJPE and 6D error when decoding from the first ``n`` scales and codebook usage / perplexity per
 scale. The decoder of this VQ-VAE also reads the 54 sparse tracking features (head and wrists)
 and the body is placed by the tracked head, so the error is the error *given the tracking
@@ -96,20 +96,16 @@ def _cpu_seconds() -> float:
 def load_temporal_run(run: str | os.PathLike, benchmark=None):
     """``(task, variables)`` of a TMT VQ-VAE work directory (its latest checkpoint)."""
     from mmar.errors import ConfigError
-    from mmar.tasks import base_config
-    from mmar.tasks.motionmar import MotionMARTask
-    from mmar.train.checkpoint import load_params
-    from mmar.train.config import load_saved_config
+    from mmar.run import load
 
-    cfg, _ = load_saved_config(run, base=base_config(run))
-    if cfg.model.kind != "tmt_vqvae":
-        raise ConfigError(f"{run}: not a TMT VQ-VAE run (model.kind={cfg.model.kind!r})")
-    variables, _ = load_params(run)
-    return MotionMARTask(cfg, benchmark), variables
+    loaded = load(run, benchmark=benchmark)
+    if loaded.config.task != "tmt_vqvae":
+        raise ConfigError(f"{run}: not a TMT VQ-VAE run (task {loaded.config.task!r})")
+    return loaded.task, loaded.variables
 
 
 def temporal_windows(clips: dict[str, dict], window: int) -> dict[str, np.ndarray]:
-    """The non-overlapping windows of :meth:`MotionMARTask.evaluate_vqvae` (frame 0 skipped):
+    """The non-overlapping windows of :meth:`TMTVQVAETask.evaluate_vqvae` (frame 0 skipped):
     ``sparse (N, W, 54)``, ``rot6d (N, W, 22, 6)``, ``joints (N, W, 22, 3)``, ``offsets (N, 22, 3)``."""
     out = {k: [] for k in ("sparse", "rot6d", "joints", "offsets")}
     for c in clips.values():
@@ -668,7 +664,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     common.add_argument("--json", default=None, help="write the measured numbers here (outside the repository)")
     common.add_argument("--clip", default=None, help="test clip of the figure (default: the longest)")
     t = sub.add_parser("temporal", parents=[common], help="a trained TMT VQ-VAE run (MotionMAR stage 1)")
-    t.add_argument("--run", required=True, help="work directory of a model.kind=tmt_vqvae run")
+    t.add_argument("--run", required=True, help="work directory of a tmt_vqvae run")
     t.add_argument("--batch", type=int, default=256)
     t.add_argument("--seconds", type=float, default=9.8, help="span of the figure clip")
     s = sub.add_parser("skeletal", parents=[common], help="train (or reuse) and evaluate a small ScaleMoGen VQ-VAE")

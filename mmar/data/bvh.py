@@ -18,17 +18,17 @@ skeleton:
 * ``scale`` multiplies every length (Bandai Namco files are in centimetres: ``scale=0.01``).
 
 The MOTION block is converted by numpy in one call and the Euler angles of the whole clip are
-turned into matrices at once (float64 numpy, cast to float32), so a clip of a few hundred
-frames parses in a few milliseconds. Malformed input raises
+turned into matrices at once (:func:`mmar.geometry_np.euler_to_matrix`, float64, cast to
+float32), so a clip of a few hundred frames parses in a few milliseconds. Malformed input raises
 :class:`mmar.errors.DataFormatError` naming the file and the 1-based line.
 
 The numpy-only core (:func:`parse_bvh_arrays`) imports neither JAX nor
-:mod:`mmar.data.clip`, so worker processes of :mod:`mmar.data.sources` start quickly.
+:mod:`mmar.data.clip` (its geometry is :mod:`mmar.geometry_np`), so worker processes of
+:mod:`mmar.data.sources` start quickly.
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import os
 import re
@@ -38,6 +38,16 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from mmar.errors import DataFormatError
+from mmar.geometry_np import (
+    euler_to_matrix,
+    forward_kinematics,
+    matrix_to_euler,
+    matrix_to_quaternion,
+    matvec,
+    quaternion_to_matrix,
+    resample_index,
+    slerp,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from mmar.data.clip import Clip
@@ -48,9 +58,6 @@ __all__ = [
     "parse_bvh_arrays",
     "read_bvh",
     "write_bvh",
-    "euler_to_matrix_np",
-    "matrix_to_euler_np",
-    "forward_kinematics_np",
     "fps_from_frame_time",
 ]
 
@@ -85,7 +92,7 @@ class BvhData:
     def global_transforms(self) -> tuple[np.ndarray, np.ndarray]:
         """Forward kinematics in float64 numpy: ``(global_rot (T,J,3,3), global_pos (T,J,3))``."""
         offs = self.offsets if self.local_trans is None else self.local_trans
-        return forward_kinematics_np(self.local_rot, offs, self.parents, self.root_pos)
+        return forward_kinematics(self.local_rot, offs, self.parents, self.root_pos)
 
     def retarget(self, mapping: Sequence, names: Sequence[str], parents: Sequence[int]) -> "BvhData":
         """numpy twin of :meth:`mmar.data.clip.Clip.retarget` (same rules, float64 inside):
@@ -116,8 +123,8 @@ class BvhData:
         P = np.stack(poss, 1)
         par = np.asarray(parents[1:], np.int64)
         Gp_T = np.swapaxes(G[:, par], -1, -2)
-        local = np.concatenate([G[:, :1], matmul3(Gp_T, G[:, 1:])], 1)
-        off = matvec3(Gp_T, P[:, 1:] - P[:, par])
+        local = np.concatenate([G[:, :1], Gp_T @ G[:, 1:]], 1)
+        off = matvec(Gp_T, P[:, 1:] - P[:, par])
         offsets = np.concatenate([np.zeros((1, 3)), np.median(off, 0)], 0)
         return BvhData(
             names=tuple(names),
@@ -137,14 +144,14 @@ class BvhData:
         fps = float(fps)
         if abs(fps - self.fps) < 1e-6:
             return self
-        i0, i1, w = _resample_index_np(self.num_frames, self.fps, fps)
+        i0, i1, w = resample_index(self.num_frames, self.fps, fps)
 
         def lerp(x):
             ww = w.reshape((-1,) + (1,) * (x.ndim - 1))
             return (x[i0] * (1 - ww) + x[i1] * ww).astype(np.float32)
 
-        q = matrix_to_quaternion_np(self.local_rot)
-        rot = quaternion_to_matrix_np(slerp_np(q[i0], q[i1], w.reshape((-1,) + (1,) * (q.ndim - 1))))
+        q = matrix_to_quaternion(self.local_rot)
+        rot = quaternion_to_matrix(slerp(q[i0], q[i1], w.reshape((-1,) + (1,) * (q.ndim - 1))))
         return dataclasses.replace(
             self, local_rot=rot.astype(np.float32), root_pos=lerp(self.root_pos),
             local_trans=None if self.local_trans is None else lerp(self.local_trans),
@@ -167,175 +174,8 @@ class BvhData:
 
 
 # --------------------------------------------------------------------------
-# rotations (numpy, float64)
+# frame rate
 # --------------------------------------------------------------------------
-
-def _poly_mul(a: dict, b: dict) -> dict:
-    out: dict = {}
-    for ma, ca in a.items():
-        for mb, cb in b.items():
-            m = tuple(sorted(ma + mb))
-            out[m] = out.get(m, 0.0) + ca * cb
-    return {m: c for m, c in out.items() if c != 0.0}
-
-
-@functools.lru_cache(maxsize=None)
-def _euler_terms(order: str):
-    """Closed form of ``R_a0 R_a1 R_a2``: per entry, a tuple of ``(coef, factors)`` where
-    factors name ``("c", k)`` / ``("s", k)`` (cosine / sine of angle k)."""
-    one, zero = {(): 1.0}, {}
-
-    def elem(axis: str, k: int):
-        c, s, ns = {(("c", k),): 1.0}, {(("s", k),): 1.0}, {(("s", k),): -1.0}
-        if axis == "X":
-            return [[one, zero, zero], [zero, c, ns], [zero, s, c]]
-        if axis == "Y":
-            return [[c, zero, s], [zero, one, zero], [ns, zero, c]]
-        return [[c, ns, zero], [s, c, zero], [zero, zero, one]]
-
-    def mul(A, B):
-        C = []
-        for i in range(3):
-            row = []
-            for k in range(3):
-                acc: dict = {}
-                for j in range(3):
-                    for m, cf in _poly_mul(A[i][j], B[j][k]).items():
-                        acc[m] = acc.get(m, 0.0) + cf
-                row.append({m: cf for m, cf in acc.items() if cf != 0.0})
-            C.append(row)
-        return C
-
-    M = mul(mul(elem(order[0], 0), elem(order[1], 1)), elem(order[2], 2))
-    return tuple(tuple(tuple((cf, m) for m, cf in M[i][k].items()) for k in range(3)) for i in range(3))
-
-
-def matmul3(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Batched ``a @ b`` of ``(..., 3, 3)`` arrays."""
-    return np.matmul(a, b)
-
-
-def matvec3(a: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Batched ``a @ v`` of ``(..., 3, 3)`` and ``(..., 3)``."""
-    return np.einsum("...ij,...j->...i", a, v)
-
-
-def euler_to_matrix_np(angles: np.ndarray, order: str, degrees: bool = True) -> np.ndarray:
-    """numpy twin of :func:`mmar.geometry.euler_to_matrix` (float64): ``(..., 3)`` angles in
-    channel order -> ``R = R_a0 @ R_a1 @ R_a2``. ``degrees`` defaults to True (BVH).
-    Evaluated in closed form (a few products per entry), not as matrix products."""
-    order = order.upper()
-    if len(order) != 3 or any(a not in "XYZ" for a in order):
-        raise ValueError(f"Euler order must be three of X/Y/Z, got {order!r}")
-    ang = np.asarray(angles, np.float64)
-    if degrees:
-        ang = np.deg2rad(ang)
-    vals = {}
-    for k in range(3):
-        a_k = np.ascontiguousarray(ang[..., k])
-        vals[("c", k)] = np.cos(a_k)
-        vals[("s", k)] = np.sin(a_k)
-    out = np.empty(ang.shape[:-1] + (3, 3), np.float64)
-    prods: dict = {}
-    for i, row in enumerate(_euler_terms(order)):
-        for k, terms in enumerate(row):
-            acc = None
-            for cf, m in terms:
-                if m not in prods:
-                    if len(m) == 0:
-                        prods[m] = 1.0
-                    elif len(m) == 1:
-                        prods[m] = vals[m[0]]
-                    else:
-                        head = prods.get(m[:-1])
-                        if head is None:
-                            head = vals[m[0]]
-                            for f in m[1:-1]:
-                                head = head * vals[f]
-                        prods[m] = head * vals[m[-1]]
-                t = prods[m] if cf == 1.0 else (-prods[m] if cf == -1.0 else cf * prods[m])
-                acc = t if acc is None else acc + t
-            out[..., i, k] = 0.0 if acc is None else acc
-    return out
-
-
-def forward_kinematics_np(local_rot, offsets, parents: Sequence[int], root_pos=None):
-    """numpy twin of :func:`mmar.geometry.forward_kinematics` in float64.
-
-    ``local_rot (T, J, 3, 3)``, ``offsets (J, 3)`` or per-frame ``(T, J, 3)``, ``root_pos
-    (T, 3)`` (defaults to ``offsets[..., 0, :]``). Returns ``(global_rot, global_pos)``.
-    """
-    R = np.asarray(local_rot, np.float64)
-    T, J = R.shape[:2]
-    off = np.broadcast_to(np.asarray(offsets, np.float64), (T, J, 3))
-    g_rot = np.empty((T, J, 3, 3))
-    g_pos = np.empty((T, J, 3))
-    g_rot[:, 0] = R[:, 0]
-    g_pos[:, 0] = off[:, 0] if root_pos is None else np.asarray(root_pos, np.float64)
-    for j in range(1, J):
-        p = parents[j]
-        g_pos[:, j] = g_pos[:, p] + matvec3(g_rot[:, p], off[:, j])
-        g_rot[:, j] = matmul3(g_rot[:, p], R[:, j])
-    return g_rot, g_pos
-
-
-def _resample_index_np(num_frames: int, src_fps: float, dst_fps: float):
-    """The time grid of :func:`mmar.geometry.resample_positions` (same float32 rounding)."""
-    if num_frames < 1:
-        raise ValueError("cannot resample an empty clip")
-    n_out = int((num_frames - 1) * dst_fps / src_fps + 1e-6) + 1
-    t = np.arange(n_out, dtype=np.float32) * np.float32(src_fps / dst_fps)
-    i0 = np.clip(np.floor(t + np.float32(1e-5)).astype(np.int64), 0, num_frames - 1)
-    i1 = np.minimum(i0 + 1, num_frames - 1)
-    w = np.clip(t - i0, 0.0, 1.0).astype(np.float64)
-    return i0, i1, w
-
-
-def matrix_to_quaternion_np(m: np.ndarray) -> np.ndarray:
-    """``(..., 3, 3) -> (..., 4)`` ``(w, x, y, z)`` with ``w >= 0`` (Shepperd's method)."""
-    m = np.asarray(m, np.float64)
-    m00, m01, m02 = m[..., 0, 0], m[..., 0, 1], m[..., 0, 2]
-    m10, m11, m12 = m[..., 1, 0], m[..., 1, 1], m[..., 1, 2]
-    m20, m21, m22 = m[..., 2, 0], m[..., 2, 1], m[..., 2, 2]
-    tr = m00 + m11 + m22
-    diag = np.stack([1 + tr, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], -1)
-    cands = np.stack([
-        np.stack([diag[..., 0], m21 - m12, m02 - m20, m10 - m01], -1),
-        np.stack([m21 - m12, diag[..., 1], m10 + m01, m02 + m20], -1),
-        np.stack([m02 - m20, m10 + m01, diag[..., 2], m21 + m12], -1),
-        np.stack([m10 - m01, m20 + m02, m21 + m12, diag[..., 3]], -1),
-    ], -2)
-    best = np.argmax(diag, -1)
-    row = np.take_along_axis(cands, best[..., None, None], -2)[..., 0, :]
-    q = row / (2.0 * np.sqrt(np.maximum(np.take_along_axis(diag, best[..., None], -1), 1e-12)))
-    q /= np.linalg.norm(q, axis=-1, keepdims=True)
-    return np.where(q[..., :1] < 0, -q, q)
-
-
-def quaternion_to_matrix_np(q: np.ndarray) -> np.ndarray:
-    q = np.asarray(q, np.float64)
-    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
-    w, x, y, z = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
-    return np.stack([
-        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
-        np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
-        np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
-    ], -2)
-
-
-def slerp_np(q0: np.ndarray, q1: np.ndarray, t) -> np.ndarray:
-    """Shortest-path slerp as :func:`mmar.geometry.slerp`; ``t`` broadcasts to ``q[..., :1]``."""
-    dot = np.sum(q0 * q1, -1, keepdims=True)
-    q1 = np.where(dot < 0, -q1, q1)
-    dot = np.abs(dot)
-    close = dot > 0.9995
-    omega = np.arctan2(np.sqrt(np.maximum(1 - dot * dot, 0.0)), dot)
-    so = np.sin(np.where(close, 1.0, omega))
-    w0 = np.where(close, 1 - t, np.sin((1 - t) * omega) / so)
-    w1 = np.where(close, t, np.sin(t * omega) / so)
-    out = w0 * q0 + w1 * q1
-    return out / np.linalg.norm(out, axis=-1, keepdims=True)
-
 
 def fps_from_frame_time(frame_time: float) -> float:
     """``1 / frame_time``, snapped to the nearest integer ``r`` when it is within 1e-3 of it
@@ -716,7 +556,7 @@ def _arrays_from_values(names, parents, offsets, channels, vals, fps, frame_time
     local_rot = np.empty((T, J, 3, 3), np.float32)
     for order in sorted(set(orders)):
         js = [j for j, o in enumerate(orders) if o == order]
-        local_rot[:, js] = euler_to_matrix_np(angles[:, js], order, degrees=True)
+        local_rot[:, js] = euler_to_matrix(angles[:, js], order, degrees=True)
 
     has_pos = pos_idx >= 0
     trans = None
@@ -775,26 +615,6 @@ def read_bvh(path, scale: float = 1.0, name: str | None = None) -> "Clip":
 # writing
 # --------------------------------------------------------------------------
 
-def matrix_to_euler_np(m: np.ndarray, order: str, degrees: bool = True) -> np.ndarray:
-    """numpy inverse of :func:`euler_to_matrix_np` for the six BVH orders (three distinct
-    axes), same branch as :func:`mmar.geometry.matrix_to_euler`: middle angle in
-    ``[-90, 90]`` degrees, the first angle takes everything at gimbal lock."""
-    order = order.upper()
-    if len(order) != 3 or set(order) != set("XYZ"):
-        raise ValueError(f"Euler order must be a permutation of XYZ, got {order!r}")
-    m = np.asarray(m, np.float64)
-    i, j, k = ("XYZ".index(a) for a in order)
-    sign = 1.0 if (j - i) % 3 == 1 else -1.0
-    sb = np.clip(sign * m[..., i, k], -1.0, 1.0)
-    cb = np.sqrt(m[..., i, j] ** 2 + m[..., i, i] ** 2)
-    b = np.arctan2(sb, cb)
-    lock = cb < 1e-6
-    a = np.where(lock, np.arctan2(sign * m[..., k, j], m[..., j, j]), np.arctan2(-sign * m[..., j, k], m[..., k, k]))
-    c = np.where(lock, 0.0, np.arctan2(-sign * m[..., i, j], m[..., i, i]))
-    out = np.stack([a, b, c], -1)
-    return np.rad2deg(out) if degrees else out
-
-
 def write_bvh(
     clip: "Clip",
     path,
@@ -837,10 +657,10 @@ def write_bvh(
         rot_axes = "".join(_ROT_CHANNELS[c.lower()] for c in chans if c.lower() in _ROT_CHANNELS)
         eul = None
         if len(rot_axes) == 3:
-            eul = matrix_to_euler_np(clip.local_rot[:, j], rot_axes)
+            eul = matrix_to_euler(clip.local_rot[:, j], rot_axes, degrees=True)
         elif rot_axes:
             full = rot_axes + "".join(a for a in "XYZ" if a not in rot_axes)
-            eul = matrix_to_euler_np(clip.local_rot[:, j], full)
+            eul = matrix_to_euler(clip.local_rot[:, j], full, degrees=True)
         r = 0
         for c in chans:
             lc = c.lower()

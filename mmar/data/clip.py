@@ -22,7 +22,6 @@ from mmar import geometry
 # numpy-only pieces live in mmar.data.arrays (importable without JAX); re-exported here
 from mmar.data.arrays import (  # noqa: F401
     JOINT_MAPS,
-    SPARSE_SLICES,
     JointSpec,
     guess_joint_map,
     load_arrays,
@@ -30,7 +29,7 @@ from mmar.data.arrays import (  # noqa: F401
     save_arrays,
 )
 from mmar.errors import ShapeError
-from mmar.skeleton import NUM_JOINTS, SMPL22_NAMES, SMPL22_PARENTS, SPARSE_JOINTS
+from mmar.skeleton import NUM_JOINTS, SMPL22_NAMES, SMPL22_PARENTS, SPARSE_JOINTS, SPARSE_SLICES  # noqa: F401
 
 
 @dataclasses.dataclass(frozen=True)

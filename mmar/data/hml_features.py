@@ -64,7 +64,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmar import geometry
+from mmar import geometry_np as gnp
 from mmar.errors import DataFormatError, ShapeError
+from mmar.skeleton import FACE_JOINTS, FOOT_LEFT, FOOT_RIGHT, KINEMATIC_CHAINS
 
 # --------------------------------------------------------------------------
 # skeleton constants
@@ -129,12 +131,11 @@ class HmlSpec:
 HUMANML3D = HmlSpec(
     kind="humanml3d",
     num_joints=22,
-    chains=((0, 2, 5, 8, 11), (0, 1, 4, 7, 10), (0, 3, 6, 9, 12, 15), (9, 14, 17, 19, 21),
-            (9, 13, 16, 18, 20)),
+    chains=KINEMATIC_CHAINS,
     raw_offsets=_T2M_RAW_OFFSETS,
-    face_joints=(2, 1, 17, 16),
-    feet_right=(8, 11),
-    feet_left=(7, 10),
+    face_joints=FACE_JOINTS,
+    feet_right=FOOT_RIGHT,
+    feet_left=FOOT_LEFT,
     leg_joints=(5, 8),
     foot_threshold=0.002,
     fps=20.0,
@@ -187,74 +188,8 @@ def feature_slices(joints_num: int = 22) -> dict[str, slice]:
 
 
 # --------------------------------------------------------------------------
-# numpy quaternion helpers (w, x, y, z), float64
+# smoothing
 # --------------------------------------------------------------------------
-
-def _qmul(a, b):
-    aw, ax, ay, az = np.moveaxis(a, -1, 0)
-    bw, bx, by, bz = np.moveaxis(b, -1, 0)
-    return np.stack(
-        [
-            aw * bw - ax * bx - ay * by - az * bz,
-            aw * bx + ax * bw + ay * bz - az * by,
-            aw * by - ax * bz + ay * bw + az * bx,
-            aw * bz + ax * by - ay * bx + az * bw,
-        ],
-        -1,
-    )
-
-
-def _qinv(q):
-    return q * np.array([1.0, -1.0, -1.0, -1.0])
-
-
-def _qrot(q, v):
-    """Rotate vectors ``v (..., 3)`` by unit quaternions ``q (..., 4)`` (broadcasting)."""
-    w = q[..., :1]
-    u = q[..., 1:]
-    uv = np.cross(u, v)
-    return v + 2.0 * (w * uv + np.cross(u, uv))
-
-
-def _qbetween(v0, v1):
-    """Unit quaternion rotating direction ``v0`` onto ``v1`` (the published formula), with a
-    180-degree rotation about a perpendicular axis (Y when possible) for opposite vectors."""
-    v0, v1 = np.broadcast_arrays(v0, v1)
-    xyz = np.cross(v0, v1)
-    w = np.sqrt(np.sum(v0 * v0, -1) * np.sum(v1 * v1, -1)) + np.sum(v0 * v1, -1)
-    q = np.concatenate([w[..., None], xyz], -1)
-    n = np.linalg.norm(q, axis=-1, keepdims=True)
-    scale = np.sqrt(np.sum(v0 * v0, -1) * np.sum(v1 * v1, -1))[..., None]
-    bad = n < 1e-9 * np.maximum(scale, 1e-30)
-    if np.any(bad):
-        d = v0 / np.maximum(np.linalg.norm(v0, axis=-1, keepdims=True), 1e-30)
-        y = np.array([0.0, 1.0, 0.0])
-        x = np.array([1.0, 0.0, 0.0])
-        use_y = np.abs(d[..., 1:2]) < 0.9
-        ref = np.where(use_y, y, x)
-        axis = ref - np.sum(ref * d, -1, keepdims=True) * d
-        axis = axis / np.maximum(np.linalg.norm(axis, axis=-1, keepdims=True), 1e-30)
-        alt = np.concatenate([np.zeros_like(axis[..., :1]), axis], -1)
-        q = np.where(bad, alt, q / np.where(bad, 1.0, n))
-        return q
-    return q / n
-
-
-def _quat_to_matrix(q):
-    w, x, y, z = np.moveaxis(q, -1, 0)
-    return np.stack(
-        [
-            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
-            np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
-            np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
-        ],
-        -2,
-    )
-
-
-def _normalize(v):
-    return v / np.linalg.norm(v, axis=-1, keepdims=True)
-
 
 def gaussian_smooth(x: np.ndarray, sigma: float = 20.0, truncate: float = 4.0) -> np.ndarray:
     """Gaussian filter along axis 0 with edge ('nearest') padding, kernel radius
@@ -317,9 +252,9 @@ def uniform_skeleton(joints: np.ndarray, target_offsets: np.ndarray,
     src_leg = src_len[l1 - 1] + src_len[l2 - 1]
     tgt_leg = np.abs(tgt[l1]).max() + np.abs(tgt[l2]).max()
     scale = tgt_leg / src_leg
-    bone = _normalize(p[:, 1:] - p[:, par])  # (T, J-1, 3)
-    rot = _qbetween(spec.raw_offsets[1:][None], bone)  # (T, J-1, 4)
-    step = _qrot(rot, np.broadcast_to(tgt[1:], bone.shape))
+    bone = gnp.normalize(p[:, 1:] - p[:, par])  # (T, J-1, 3)
+    rot = gnp.quaternion_between(spec.raw_offsets[1:][None], bone)  # (T, J-1, 4)
+    step = gnp.quaternion_rotate(rot, np.broadcast_to(tgt[1:], bone.shape))
     out = np.empty_like(p)
     out[:, 0] = p[:, 0] * scale
     for j in range(1, spec.num_joints):
@@ -332,12 +267,12 @@ def _root_quat(p: np.ndarray, spec: HmlSpec, smooth: bool) -> np.ndarray:
     r_hip, l_hip, sdr_r, sdr_l = spec.face_joints
     # published IK unpacks (l_hip, r_hip, sdr_r, sdr_l) = face_joints
     across = (p[:, l_hip] - p[:, r_hip]) + (p[:, sdr_r] - p[:, sdr_l])
-    across = _normalize(across)
+    across = gnp.normalize(across)
     forward = np.cross(np.array([0.0, 1.0, 0.0]), across)
     if smooth:
         forward = gaussian_smooth(forward, 20.0)
-    forward = _normalize(forward)
-    return _qbetween(forward, np.array([0.0, 0.0, 1.0]))
+    forward = gnp.normalize(forward)
+    return gnp.quaternion_between(forward, np.array([0.0, 0.0, 1.0]))
 
 
 def _ik_quats(p: np.ndarray, root_quat: np.ndarray, spec: HmlSpec) -> np.ndarray:
@@ -347,15 +282,15 @@ def _ik_quats(p: np.ndarray, root_quat: np.ndarray, spec: HmlSpec) -> np.ndarray
     T, J = p.shape[:2]
     parents = spec.parents
     par = np.array(parents[1:])
-    bone = _normalize(p[:, 1:] - p[:, par])
+    bone = gnp.normalize(p[:, 1:] - p[:, par])
     swing = np.concatenate(
-        [root_quat[:, None], _qbetween(spec.raw_offsets[1:][None], bone)], 1
+        [root_quat[:, None], gnp.quaternion_between(spec.raw_offsets[1:][None], bone)], 1
     )  # (T, J, 4); swing[:, c] = world rotation raw(c) -> bone(c); swing[:, 0] = root
     prev = np.zeros(J, np.int64)  # index into swing of the rotation preceding c in its chain
     for chain in spec.chains:
         for k in range(1, len(chain)):
             prev[chain[k]] = 0 if k == 1 else chain[k - 1]
-    quats = _qmul(_qinv(swing[:, prev]), swing)
+    quats = gnp.quaternion_multiply(gnp.quaternion_conjugate(swing[:, prev]), swing)
     quats[:, 0] = root_quat
     return quats
 
@@ -395,10 +330,10 @@ def joints_to_features(
     # frame 0 faces Z+
     r_hip, l_hip, sdr_r, sdr_l = spec.face_joints
     across = (p[0, r_hip] - p[0, l_hip]) + (p[0, sdr_r] - p[0, sdr_l])
-    across = _normalize(across)
-    fwd0 = _normalize(np.cross(np.array([0.0, 1.0, 0.0]), across))
-    q0 = _qbetween(fwd0, np.array([0.0, 0.0, 1.0]))
-    p = _qrot(q0, p)
+    across = gnp.normalize(across)
+    fwd0 = gnp.normalize(np.cross(np.array([0.0, 1.0, 0.0]), across))
+    q0 = gnp.quaternion_between(fwd0, np.array([0.0, 0.0, 1.0]))
+    p = gnp.quaternion_rotate(q0, p)
 
     # foot contacts
     def contact(ids):
@@ -411,11 +346,11 @@ def joints_to_features(
     # IK with the smoothed facing
     r_rot = _root_quat(p, spec, smooth=True)  # (T, 4), world -> facing
     quats = _ik_quats(p, r_rot, spec)
-    mats = _quat_to_matrix(quats)
-    cont6d = np.concatenate([mats[..., :, 0], mats[..., :, 1]], -1)  # (T, J, 6)
+    mats = gnp.quaternion_to_matrix(quats, normalize=False)
+    cont6d = gnp.matrix_to_rot6d(mats)  # (T, J, 6)
 
-    root_vel = _qrot(r_rot[1:], p[1:, 0] - p[:-1, 0])
-    dq = _qmul(r_rot[1:], _qinv(r_rot[:-1]))
+    root_vel = gnp.quaternion_rotate(r_rot[1:], p[1:, 0] - p[:-1, 0])
+    dq = gnp.quaternion_multiply(r_rot[1:], gnp.quaternion_conjugate(r_rot[:-1]))
     if fix_facing_wrap:
         dq = np.where(dq[:, :1] < 0, -dq, dq)
     r_velocity = np.arcsin(np.clip(dq[:, 2], -1.0, 1.0))
@@ -423,10 +358,10 @@ def joints_to_features(
     ric = p.copy()
     ric[..., 0] -= p[:, :1, 0]
     ric[..., 2] -= p[:, :1, 2]
-    ric = _qrot(r_rot[:, None], ric)
+    ric = gnp.quaternion_rotate(r_rot[:, None], ric)
     root_y = ric[:, 0, 1]
 
-    local_vel = _qrot(r_rot[:-1, None], p[1:] - p[:-1])
+    local_vel = gnp.quaternion_rotate(r_rot[:-1, None], p[1:] - p[:-1])
 
     T, J = p.shape[:2]
     feats = np.concatenate(
@@ -444,7 +379,7 @@ def joints_to_features(
     ).astype(np.float32)
     if not return_positions:
         return feats
-    implied = _qrot(r_rot[0], p).astype(np.float32)
+    implied = gnp.quaternion_rotate(r_rot[0], p).astype(np.float32)
     return feats, implied
 
 
@@ -552,9 +487,9 @@ def bone_rotations(joints, kind: str | HmlSpec = "humanml3d") -> np.ndarray:
     par = np.array(spec.parents[1:])
     bone = p[..., 1:, :] - p[..., par, :]
     bone = bone / np.maximum(np.linalg.norm(bone, axis=-1, keepdims=True), 1e-12)
-    q = _qbetween(np.broadcast_to(spec.raw_offsets[1:], bone.shape), bone)
+    q = gnp.quaternion_between(np.broadcast_to(spec.raw_offsets[1:], bone.shape), bone)
     out = np.broadcast_to(np.eye(3), p.shape[:-1] + (3, 3)).copy()
-    out[..., 1:, :, :] = _quat_to_matrix(q)
+    out[..., 1:, :, :] = gnp.quaternion_to_matrix(q, normalize=False)
     return out
 
 

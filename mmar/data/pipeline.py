@@ -53,9 +53,7 @@ import numpy as np
 
 from mmar.errors import ConfigError, ShapeError
 from mmar.data.clip import clips_to_arrays, resample_clips  # noqa: F401  (re-exported)
-from mmar.skeleton import NUM_JOINTS, SMPL22_NAMES, SMPL22_PARENTS, SPARSE_DIM, SPARSE_JOINTS
-
-HEAD = 15
+from mmar.skeleton import HEAD, NUM_JOINTS, SMPL22_NAMES, SMPL22_PARENTS, SPARSE_DIM, SPARSE_JOINTS
 
 # Per-frame arrays a ClipArrays can hold, with their trailing shapes.
 FRAME_KEYS: dict[str, tuple[int, ...]] = {

@@ -3,7 +3,7 @@ text-to-motion embedding metrics (Guo et al.) and model efficiency."""
 from mmar.eval.efficiency import count_params, flops, latency
 from mmar.eval.sparse import (
     METRIC_KEYS,
-    ClipArrays,
+    ClipPoses,
     average_clip_metrics,
     clip_metrics,
     load_clip_npz,
@@ -25,7 +25,7 @@ from mmar.eval.t2m import (
 
 __all__ = [
     "METRIC_KEYS",
-    "ClipArrays",
+    "ClipPoses",
     "average_clip_metrics",
     "clip_metrics",
     "count_params",

@@ -62,9 +62,8 @@ import numpy as np
 
 from mmar import geometry
 from mmar.errors import DataFormatError, ShapeError
-from mmar.skeleton import HANDS, LOWER, NUM_JOINTS, ROOT, UPPER
+from mmar.skeleton import HANDS, HEAD, LOWER, NUM_JOINTS, ROOT, UPPER
 
-HEAD_JOINT = 15
 BODY_JOINTS = tuple(range(1, NUM_JOINTS))  # MPJRE joints: all but the root
 
 METRIC_KEYS: tuple[str, ...] = (
@@ -87,7 +86,7 @@ _ROT_BUCKETS = (256, 2048, 8192)
 
 
 @dataclass(frozen=True)
-class ClipArrays:
+class ClipPoses:
     """One clip's arrays for the sparse metrics.
 
     Attributes:
@@ -103,15 +102,15 @@ class ClipArrays:
     fps: float | None = None
 
 
-ClipLike = ClipArrays | Mapping[str, Any]
+ClipLike = ClipPoses | Mapping[str, Any]
 
 
 # --------------------------------------------------------------------------
 # input normalisation
 # --------------------------------------------------------------------------
 
-def _as_clip(obj: ClipLike, name: str, side: str) -> ClipArrays:
-    if isinstance(obj, ClipArrays):
+def _as_clip(obj: ClipLike, name: str, side: str) -> ClipPoses:
+    if isinstance(obj, ClipPoses):
         return obj
     if isinstance(obj, Mapping):
         if "joints" not in obj:
@@ -122,9 +121,9 @@ def _as_clip(obj: ClipLike, name: str, side: str) -> ClipArrays:
                 rot = obj[key]
                 break
         fps = obj.get("fps")
-        return ClipArrays(joints=obj["joints"], rot=rot, fps=None if fps is None else float(np.asarray(fps)))
+        return ClipPoses(joints=obj["joints"], rot=rot, fps=None if fps is None else float(np.asarray(fps)))
     raise DataFormatError(
-        f"{side} clip {name!r}: expected ClipArrays or a mapping with 'joints', got {type(obj).__name__}"
+        f"{side} clip {name!r}: expected ClipPoses or a mapping with 'joints', got {type(obj).__name__}"
     )
 
 
@@ -149,13 +148,13 @@ def _rot_to_6d(x: Any, name: str, side: str) -> np.ndarray:
     )
 
 
-def _resolve_fps(name: str, fps: float | None, pred: ClipArrays, gt: ClipArrays) -> float:
+def _resolve_fps(name: str, fps: float | None, pred: ClipPoses, gt: ClipPoses) -> float:
     if fps is not None:
         value = float(fps)
     else:
         candidates = [float(c.fps) for c in (gt, pred) if c.fps is not None]
         if not candidates:
-            raise DataFormatError(f"clip {name!r}: no frame rate given (set ClipArrays.fps or pass fps=)")
+            raise DataFormatError(f"clip {name!r}: no frame rate given (set ClipPoses.fps or pass fps=)")
         if len(candidates) == 2 and abs(candidates[0] - candidates[1]) > 1e-6 * max(candidates):
             raise DataFormatError(
                 f"clip {name!r}: prediction fps {candidates[1]:g} differs from ground truth "
@@ -272,7 +271,7 @@ def _evaluate_group(clips: list[_Prepared], align_head: bool) -> list[dict[str, 
     pred = np.concatenate([c.pred_joints for c in clips], axis=0).astype(np.float64, copy=False)
     gt = np.concatenate([c.gt_joints for c in clips], axis=0).astype(np.float64, copy=False)
     if align_head:
-        pred = pred + (gt[:, HEAD_JOINT : HEAD_JOINT + 1] - pred[:, HEAD_JOINT : HEAD_JOINT + 1])
+        pred = pred + (gt[:, HEAD : HEAD + 1] - pred[:, HEAD : HEAD + 1])
 
     err = _norm3(pred - gt)  # (N, 22) metres
     out: dict[str, np.ndarray] = {}
@@ -376,7 +375,7 @@ def clip_metrics(
     """Metrics of one clip; see the module docstring for keys and units.
 
     Args:
-      pred, gt: :class:`ClipArrays` or mappings with ``joints`` (T, 22, 3) metres and
+      pred, gt: :class:`ClipPoses` or mappings with ``joints`` (T, 22, 3) metres and
         optionally ``rot``/``rot6d``/``local_rot`` ((T, 22, 3, 3) or (T, 22, 6)) and ``fps``.
       fps: frame rate in Hz; overrides the clips' own.
       align_head: translate the prediction per frame so its head (joint 15) matches the
@@ -464,7 +463,7 @@ def load_clip_npz(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray]]:
     return clips
 
 
-def _npz_clip(fields: dict[str, np.ndarray], clip: str, path: str) -> ClipArrays:
+def _npz_clip(fields: dict[str, np.ndarray], clip: str, path: str) -> ClipPoses:
     if "joints" not in fields:
         raise DataFormatError(f"clip {clip!r} has no '{clip}/joints' array", path=path)
     rot = fields.get("rot6d", fields.get("local_rot"))
@@ -474,7 +473,7 @@ def _npz_clip(fields: dict[str, np.ndarray], clip: str, path: str) -> ClipArrays
         if fps.size != 1:
             raise DataFormatError(f"clip {clip!r}: '{clip}/fps' must be a scalar, got shape {fps.shape}", path=path)
         fps = float(fps.reshape(()))
-    return ClipArrays(joints=fields["joints"], rot=rot, fps=fps)
+    return ClipPoses(joints=fields["joints"], rot=rot, fps=fps)
 
 
 def metrics_from_npz(

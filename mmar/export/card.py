@@ -15,13 +15,12 @@ from __future__ import annotations
 import json
 import os
 import time
-from pathlib import Path
+from typing import Callable, NamedTuple
 
 import numpy as np
 
-from mmar.errors import CheckpointError, ConfigError
+from mmar.errors import ConfigError
 
-MODES = {"agrol_mlp": ("window",), "mem_mlp": ("stream",), "motionmar": ("window",)}
 SPARSE_LAYOUT = {
     "joints": ["head (SMPL 15)", "left wrist (SMPL 20)", "right wrist (SMPL 21)"],
     "0:18": "global rotation, 6D (first two matrix columns), per joint",
@@ -38,128 +37,158 @@ STREAM_PARITY_NOTE = (
     "measures accuracy and code flips on real clips (docs/results.md).")
 
 
-def _load(checkpoint: str):
-    """``(task, variables, cfg)`` of a run directory; checks the model kind can be exported."""
-    from mmar.tasks import make_task
-    from mmar.train.checkpoint import load_params
-    from mmar.train.config import load_saved_config
-
-    ckpt = Path(checkpoint)
-    if not ckpt.exists():
-        raise CheckpointError(f"{checkpoint}: no such checkpoint directory")
-    from mmar.cli import _base_config
-
-    cfg, _ = load_saved_config(ckpt, base=_base_config(str(ckpt)))
-    kind = cfg.model.kind
-    if kind not in MODES:
-        raise ConfigError(f"{checkpoint}: a {kind!r} checkpoint is not a sparse-to-full-body model to export "
-                          f"(exportable: {', '.join(MODES)})")
-    variables, _ = load_params(ckpt)
-    return make_task(cfg), variables, cfg
-
-
 def export_checkpoint(checkpoint: str, out: str, quantize: str = "none", mode: str | None = None,
                       latency_iters: int = 200) -> dict:
-    """Export a run directory: write ``out`` and its card (``out`` with ``.json``); returns the card.
+    """Export a run (:func:`mmar.run.load`): write ``out`` and its card (``out`` with ``.json``);
+    returns the card.
 
     ``quantize``: one of :data:`mmar.export.tflite.QUANTIZE` (see that module for what each
-    means). ``mode``: ``window`` (AGRoL-MLP) or ``stream`` (Mem-MLP); default: the kind's.
-    Raises :class:`ConfigError` for an unsupported option and :class:`CheckpointError` for a
-    missing run or a model that is not a sparse-to-full-body predictor; nothing is written then.
+    means). ``mode``: the task's ``export_modes`` (``window`` for AGRoL-MLP and MotionMAR,
+    ``stream`` for Mem-MLP); default: the first. Raises :class:`ConfigError` for an unsupported
+    option or a model that is not a sparse-to-full-body predictor and :class:`CheckpointError`
+    for a missing run; nothing is written then.
     """
+    from mmar.run import load
+
+    _check_quantize(quantize)
+    run = load(checkpoint)
+    return export_model(run.task, run.variables, run.config, out, quantize=quantize, mode=mode,
+                        latency_iters=latency_iters, source=str(run.workdir))
+
+
+def _check_quantize(quantize: str) -> None:
     from mmar.export.tflite import QUANTIZE
 
     if quantize not in QUANTIZE:
         raise ConfigError(f"--quantize {quantize!r} is not supported ({', '.join(QUANTIZE)})")
-    task, variables, cfg = _load(checkpoint)
-    return export_model(task, variables, cfg, out, quantize=quantize, mode=mode, latency_iters=latency_iters,
-                        source=str(Path(checkpoint).absolute()))
 
 
-def export_model(task, variables, cfg, out: str, quantize: str = "none", mode: str | None = None,
-                 latency_iters: int = 200, source: str | None = None) -> dict:
-    """Export a loaded model (``task``: :class:`mmar.tasks.sparse_body.SparseBodyTask`,
-    ``variables`` as saved: params plus extra collections, ``cfg`` the run config) to ``out``
-    and write its card beside it; returns the card.
+def export_mode(task, mode: str | None, source: str | None = None) -> str:
+    """The export mode of ``task`` (``mode`` checked against its ``export_modes``)."""
+    modes = task.export_modes
+    if not modes:
+        raise ConfigError(f"{source or 'model'}: a {task.cfg.task!r} model is not a sparse-to-full-body "
+                              f"model to export")
+    mode = mode or modes[0]
+    if mode not in modes:
+        raise ConfigError(f"--mode {mode} is not available for {task.cfg.task} (available: {', '.join(modes)})")
+    return mode
 
-    The card records the parity with JAX (largest absolute difference of the poses on a random
-    sparse sequence: one window in window mode, ``2 W`` streamed frames in stream mode) and the
-    single-thread LiteRT latency of one call (``latency_iters`` calls after 5 warm-up calls).
-    """
+
+class Exported(NamedTuple):
+    """A converted model with what parity and latency need: ``reference(sparse)`` runs the
+    same computation in JAX, ``run_tflite(sparse)`` the converted file over the same input, and
+    ``call_once()`` one call of the file as a headset makes it (one window or one stream step)."""
+
+    specs: dict
+    state_spec: dict | None
+    reference: Callable
+    run_tflite: Callable
+    call_once: Callable
+
+
+def convert(task, variables, out: str, quantize: str, mode: str, sparse: np.ndarray) -> Exported:
+    """Convert ``task``'s model with ``variables`` (as saved) to ``out`` in ``mode``."""
     import jax
     import jax.numpy as jnp
 
     from mmar.export import tflite as T
     from mmar.export.runtime import StreamRuntime, TFLiteModel
 
-    if quantize not in T.QUANTIZE:
-        raise ConfigError(f"--quantize {quantize!r} is not supported ({', '.join(T.QUANTIZE)})")
-    kind = cfg.model.kind
-    if kind not in MODES:
-        raise ConfigError(f"{source or 'model'}: a {kind!r} model is not a sparse-to-full-body model to export")
-    mode = mode or MODES[kind][0]
-    if mode not in MODES[kind]:
-        raise ConfigError(f"--mode {mode} is not available for {kind} (available: {', '.join(MODES[kind])})")
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     variables = jax.tree.map(jnp.asarray, variables)
-    params = variables["params"]
-    extra = {k: v for k, v in variables.items() if k != "params"}
-    model_vars = task._model_vars(params, extra) if kind != "motionmar" else None
     mcfg = task.model.config
-    rng = np.random.default_rng(0)
-    T_frames = 2 * mcfg.window
-    sparse = rng.normal(scale=0.3, size=(T_frames, 54)).astype(np.float32)
-
     if mode == "window":
-        if kind == "motionmar":  # the whole window model as one graph (mmar/export/motionmar.py)
+        if task.cfg.task == "motionmar":  # the whole window model as one graph (mmar/export/motionmar.py)
             from mmar.export import motionmar as MM
 
-            m = cfg.model
+            m = task.m
             specs = MM.motionmar_window_specs(mcfg)
-            fn = MM.motionmar_window_fn(MM.export_model(mcfg), variables, task.vq_model, extra["vqvae"],
+            fn = MM.motionmar_window_fn(MM.export_model(mcfg), variables, task.vq_model, variables["vqvae"],
                                         decode=m.decode, temperature=m.soft_temperature, guidance=m.guidance,
                                         refine=m.refine)
         else:
             specs = T.agrol_window_specs(mcfg)
-            fn = T.agrol_window_fn(task.model, model_vars)
+            fn = T.agrol_window_fn(task.model, task.model_vars(variables))
         T.export_tflite(fn, specs, out, quantize)
         model = TFLiteModel(out)
         x = sparse[None, : mcfg.window]
-        ref = np.asarray(fn(jnp.asarray(x))["rot6d"])
-        got = model({"sparse": x})["rot6d"]
-        run_once = lambda: model({"sparse": x})  # noqa: E731
-        state_spec = None
-    else:
-        specs = T.mem_mlp_stream_specs(mcfg)
-        fn = T.mem_mlp_stream_fn(task.model, model_vars, task.vq_model, extra.get("vqvae"))
-        T.export_tflite(fn, specs, out, quantize)
-        from mmar.models.mem_mlp import predict_clip
+        return Exported(specs, None, lambda s: np.asarray(fn(jnp.asarray(s[None, : mcfg.window]))["rot6d"]),
+                        lambda s: model({"sparse": s[None, : mcfg.window]})["rot6d"], lambda: model({"sparse": x}))
+    from mmar.models.mem_mlp import predict_clip
 
-        ref = np.asarray(predict_clip(task.model, model_vars, jnp.asarray(sparse[None]), task.vq_model,
-                                      extra.get("vqvae"))["rot6d"][0])
-        state_spec = T.mem_mlp_state_spec(mcfg)
-        rt = StreamRuntime(out, state_spec)
-        got = rt.run_clip(sparse)
-        run_once = lambda: rt.step(sparse[0])  # noqa: E731
-    parity = float(np.max(np.abs(got - ref)))
-    for _ in range(5):
-        run_once()
+    model_vars, vq_vars = task.model_vars(variables), variables.get("vqvae")
+    specs = T.mem_mlp_stream_specs(mcfg)
+    T.export_tflite(T.mem_mlp_stream_fn(task.model, model_vars, task.vq_model, vq_vars), specs, out, quantize)
+    state_spec = T.mem_mlp_state_spec(mcfg)
+    rt = StreamRuntime(out, state_spec)
+
+    def reference(s):
+        return np.asarray(predict_clip(task.model, model_vars, jnp.asarray(s[None]), task.vq_model, vq_vars)["rot6d"][0])
+
+    return Exported(specs, state_spec, reference, rt.run_clip, lambda: rt.step(sparse[0]))
+
+
+def parity(exported: Exported, sparse: np.ndarray) -> float:
+    """Largest absolute difference of the converted model's poses from JAX's on ``sparse``."""
+    return float(np.max(np.abs(exported.run_tflite(sparse) - exported.reference(sparse))))
+
+
+def latency(call_once: Callable, iters: int = 200, warmup: int = 5) -> dict:
+    """Single-call latency in ms: median and p99 of ``iters`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        call_once()
     times = []
-    for _ in range(latency_iters):
+    for _ in range(iters):
         t0 = time.perf_counter()
-        run_once()
+        call_once()
         times.append((time.perf_counter() - t0) * 1e3)
-    card = {
+    return {"median": float(np.median(times)), "p99": float(np.percentile(times, 99)), "iters": iters}
+
+
+def export_model(task, variables, cfg, out: str, quantize: str = "none", mode: str | None = None,
+                 latency_iters: int = 200, source: str | None = None) -> dict:
+    """Export a loaded model (a task of :mod:`mmar.tasks`, ``variables`` as saved: params plus
+    extra collections, ``cfg`` the run config) to ``out`` and write its card beside it; returns
+    the card.
+
+    The card records the parity with JAX (largest absolute difference of the poses on a random
+    sparse sequence: one window in window mode, ``2 W`` streamed frames in stream mode) and the
+    single-thread LiteRT latency of one call (``latency_iters`` calls after 5 warm-up calls).
+    """
+    _check_quantize(quantize)
+    mode = export_mode(task, mode, source)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    T_frames = 2 * task.model.config.window
+    sparse = np.random.default_rng(0).normal(scale=0.3, size=(T_frames, 54)).astype(np.float32)
+    exported = convert(task, variables, out, quantize, mode, sparse)
+    card = model_card(task, cfg, out, quantize, mode, exported, parity=parity(exported, sparse),
+                      latency_ms=latency(exported.call_once, latency_iters), source=source)
+    card_file = os.path.splitext(out)[0] + ".json"
+    tmp = card_file + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(card, f, indent=1)
+    os.replace(tmp, card_file)
+    return card
+
+
+def model_card(task, cfg, out: str, quantize: str, mode: str, exported: Exported, parity: float, latency_ms: dict,
+               source: str | None) -> dict:
+    """The JSON model card of an exported file."""
+    from mmar.export import tflite as T
+
+    mcfg = task.model.config
+    T_frames = 2 * mcfg.window
+    return {
         "format": "mmar-tflite-card/1",
-        "model": kind,
+        "model": cfg.task,
         "mode": mode,
         "quantize": quantize,
         "quantization": T.QUANTIZE_NOTES[quantize],
         "file": os.path.basename(out),
         "file_bytes": os.path.getsize(out),
-        "inputs": {k: {"shape": list(s), "dtype": np.dtype(d).name} for k, (s, d) in specs.items()},
-        "state": None if state_spec is None else
-        {k: {"shape": list(s), "dtype": np.dtype(d).name, "initial": 0} for k, (s, d) in state_spec.items()},
+        "inputs": {k: {"shape": list(s), "dtype": np.dtype(d).name} for k, (s, d) in exported.specs.items()},
+        "state": None if exported.state_spec is None else
+        {k: {"shape": list(s), "dtype": np.dtype(d).name, "initial": 0} for k, (s, d) in exported.state_spec.items()},
         "outputs": {"rot6d" if mode == "window" else "pose":
                     "local joint rotations (1, 22, 6), 6D = first two matrix columns, SMPL-22 order, "
                     "root orientation included; place the body by FK with the user's offsets and "
@@ -170,21 +199,14 @@ def export_model(task, variables, cfg, out: str, quantize: str = "none", mode: s
         "window": int(mcfg.window),
         "sparse_layout": SPARSE_LAYOUT,
         "normalisation": "none (the model reads the raw sparse features)",
-        "config": json.loads(json.dumps(cfg.model.__dict__, default=str)),
+        "config": {"kind": cfg.task, **json.loads(json.dumps(cfg.model.__dict__, default=str))},
         "training_data": "Bandai Namco Research Motion Dataset 1+2 (CC BY-NC 4.0, Bandai Namco Research Inc.; "
                          "non-commercial use only), mmar fixed split, train part",
         "checkpoint": source,
         "parity_max_abs_vs_jax": parity,
         "parity_input": f"random sparse sequence of {T_frames} frames" if mode == "stream" else "random window",
         **({"parity_note": STREAM_PARITY_NOTE} if mode == "stream" else {}),
-        "latency_ms_single_thread": {"median": float(np.median(times)), "p99": float(np.percentile(times, 99)),
-                                     "iters": latency_iters},
+        "latency_ms_single_thread": latency_ms,
         "runtime": "python -m mmar.export.runtime MODEL.tflite INPUT.bvh --out pred.npz (numpy + ai-edge-litert)",
         "version": __import__("mmar").__dict__.get("__version__", "0.1.0"),
     }
-    card_file = os.path.splitext(out)[0] + ".json"
-    tmp = card_file + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(card, f, indent=1)
-    os.replace(tmp, card_file)
-    return card

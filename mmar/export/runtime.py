@@ -18,14 +18,15 @@ writes the predictions in the ``mmar convert`` npz layout (``<clip>/joints``, ``
 and ``mmar render pred.npz`` read it. ``--gt-out`` writes the input clip itself (same frame
 rate, same layout) for ``mmar metrics``.
 
-The input pipeline is the numpy twin of training's (``mmar.data.benchmark``): numpy BVH
-parser and retarget (:mod:`mmar.data.bvh`, the code of the import workers), slerp
+The input pipeline is the numpy counterpart of training's (``mmar.data.benchmark``): numpy
+BVH parser and retarget (:mod:`mmar.data.bvh`, the code of the import workers), slerp
 resampling (:meth:`mmar.data.bvh.BvhData.resample`, the time grid of
-:func:`mmar.data.clip.resample_clips`), float64 forward kinematics and
-:func:`mmar.data.arrays.sparse_features_np`. Training computes the same quantities in
-float32 JAX; the two agree to float32 rounding. The body is placed as in evaluation
-(``docs/design.md``): FK of the predicted local rotations with the clip's own offsets, root
-at the origin, then translated so the predicted head meets the tracked head.
+:func:`mmar.data.clip.resample_clips`), float64 forward kinematics and the sparse input
+(:func:`mmar.geometry_np.smpl22_arrays`). Training computes the same quantities in float32
+JAX; the two agree to float32 rounding. The body is placed as in evaluation
+(``docs/design.md``, :func:`mmar.geometry_np.body_in_world`): FK of the predicted local
+rotations with the clip's own offsets, root at the origin, then translated so the predicted
+head meets the tracked head.
 
 Tensor naming: models written by :func:`mmar.export.tflite.export_tflite` carry one
 signature (``serving_default``) whose input names are the keys of ``input_specs`` and whose
@@ -61,9 +62,9 @@ from typing import Mapping
 import numpy as np
 
 from mmar.errors import CheckpointError, ConfigError, DataFormatError, MmarError
+from mmar.geometry_np import body_in_world, smpl22_arrays
 
 CARD_FORMAT = "mmar-tflite-card/1"
-HEAD_INDEX = 15  # SMPL-22 head, the tracked joint the body is placed by
 
 
 def _interpreter(model):
@@ -283,10 +284,10 @@ def bvh_arrays(path, fps: float | None = None, scale: float = 0.01, joint_map=No
     centimetres), retarget to SMPL-22 with ``joint_map`` (a name of
     :data:`mmar.data.arrays.JOINT_MAPS` or a 22-entry map; default: guessed from the joint
     names), resample to ``fps`` (slerp; ``None`` keeps the file's rate), then forward
-    kinematics and the sparse input (:func:`mmar.data.arrays.smpl22_arrays_np`).
+    kinematics and the sparse input (:func:`mmar.geometry_np.smpl22_arrays`).
     Raises :class:`DataFormatError` naming the file.
     """
-    from mmar.data.arrays import JOINT_MAPS, guess_joint_map, smpl22_arrays_np
+    from mmar.data.arrays import JOINT_MAPS, guess_joint_map
     from mmar.data.bvh import parse_bvh_arrays
     from mmar.skeleton import SMPL22_NAMES, SMPL22_PARENTS
 
@@ -316,22 +317,7 @@ def bvh_arrays(path, fps: float | None = None, scale: float = 0.01, joint_map=No
         raise DataFormatError(f"cannot retarget to SMPL-22 ({e.args[0]})", p) from None
     if fps is not None:
         data = data.resample(float(fps))
-    return smpl22_arrays_np(data.local_rot, data.offsets, data.root_pos, data.fps)
-
-
-def body_in_world_np(rot6d: np.ndarray, offsets: np.ndarray, sparse: np.ndarray) -> np.ndarray:
-    """numpy twin of :func:`mmar.models.body.body_in_world`: world joints ``(T, 22, 3)`` of
-    predicted local 6D rotations ``(T, 22, 6)``: FK with ``offsets (22, 3)`` and the root at
-    the origin, then translated so the head (joint 15) meets the tracked head
-    ``sparse[:, 36:39]``."""
-    from mmar.data.arrays import rot6d_to_matrix_np
-    from mmar.data.bvh import forward_kinematics_np
-    from mmar.skeleton import SMPL22_PARENTS
-
-    local = rot6d_to_matrix_np(np.asarray(rot6d, np.float64))
-    _, joints = forward_kinematics_np(local, offsets, SMPL22_PARENTS, np.zeros((local.shape[0], 3)))
-    head = np.asarray(sparse, np.float64)[:, 36:39]
-    return (joints - joints[:, HEAD_INDEX:HEAD_INDEX + 1] + head[:, None]).astype(np.float32)
+    return smpl22_arrays(data.local_rot, data.offsets, data.root_pos, data.fps)
 
 
 def predict_arrays(runtime: StreamRuntime | WindowRuntime, arrays: Mapping[str, np.ndarray],
@@ -362,7 +348,7 @@ def predict_arrays(runtime: StreamRuntime | WindowRuntime, arrays: Mapping[str, 
     elapsed = time.perf_counter() - t0
     if bar is not None:
         bar.close()
-    joints = body_in_world_np(poses, arrays["offsets"], sparse)
+    joints = body_in_world(poses, arrays["offsets"], sparse)
     pred = {"rot6d": poses, "joints": joints, "root": joints[:, 0].copy(), "sparse": sparse,
             "fps": np.asarray(arrays["fps"], np.float32), "offsets": np.asarray(arrays["offsets"], np.float32)}
     return pred, 1e3 * elapsed / max(len(sparse), 1)

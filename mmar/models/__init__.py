@@ -36,7 +36,7 @@ for its own training) has 679,108 parameters.
 """
 from mmar.models.agrol_mlp import AGRoLMLP, AGRoLMLPConfig, FrameMix, MLPBlock, pad_clip_start, predict_online
 from mmar.models.body import (
-    HEAD_INDEX,
+    HEAD,
     SPARSE_POS,
     SPARSE_POSVEL,
     SPARSE_ROT6D,
@@ -72,7 +72,7 @@ from mmar.models.mlp_vqvae import MLPVQVAE, MLPVQVAEConfig, vqvae_loss
 
 __all__ = [
     "AGRoLMLP", "AGRoLMLPConfig", "FrameMix", "MLPBlock", "pad_clip_start", "predict_online",
-    "HEAD_INDEX", "SPARSE_POS", "SPARSE_POSVEL", "SPARSE_ROT6D", "SPARSE_ROTVEL",
+    "HEAD", "SPARSE_POS", "SPARSE_POSVEL", "SPARSE_ROT6D", "SPARSE_ROTVEL",
     "body_in_world", "fk_rot6d", "head_relative", "place_at_head", "rot6d_to_local",
     "sparse_positions", "sparse_rotations", "tracked_head",
     "ik_objective", "ik_refine",

@@ -2,7 +2,8 @@
 6D -> local matrices -> forward kinematics, and placing the body in the world from the
 tracked head (``docs/design.md``, "Placing the body in the world").
 
-Sparse layout per frame (joints head 15, left wrist 20, right wrist 21, in that order)::
+Sparse layout per frame (joints head 15, left wrist 20, right wrist 21, in that order; the
+slices are defined in :mod:`mmar.skeleton`)::
 
     [ 0:18]  global rotation, 6D             (SPARSE_ROT6D)
     [18:36]  rotation velocity R_{t-1}^T R_t (SPARSE_ROTVEL)
@@ -20,15 +21,18 @@ import jax.numpy as jnp
 
 from mmar import geometry
 from mmar.errors import ShapeError
-from mmar.skeleton import SMPL22_PARENTS, SPARSE_DIM, SPARSE_JOINTS
+from mmar.skeleton import (  # noqa: F401  (the sparse layout, re-exported by mmar.models)
+    HEAD,
+    SMPL22_PARENTS,
+    SPARSE_DIM,
+    SPARSE_HEAD_POS,
+    SPARSE_POS,
+    SPARSE_POSVEL,
+    SPARSE_ROT6D,
+    SPARSE_ROTVEL,
+)
 
 Array = jax.Array
-
-SPARSE_ROT6D = slice(0, 18)
-SPARSE_ROTVEL = slice(18, 36)
-SPARSE_POS = slice(36, 45)
-SPARSE_POSVEL = slice(45, 54)
-HEAD_INDEX: int = SPARSE_JOINTS[0]  # 15
 
 
 def _check_sparse(sparse: Array) -> None:
@@ -51,7 +55,7 @@ def sparse_rotations(sparse: Array) -> Array:
 def tracked_head(sparse: Array) -> Array:
     """The tracked head position ``sparse[..., 36:39]``, shape ``(..., 3)``."""
     _check_sparse(sparse)
-    return sparse[..., 36:39]
+    return sparse[..., SPARSE_HEAD_POS]
 
 
 def rot6d_to_local(rot6d: Array) -> Array:
@@ -86,7 +90,7 @@ def fk_rot6d(
     return geometry.forward_kinematics(local, offsets, parents, root_pos=root_pos)
 
 
-def place_at_head(joints: Array, head_pos: Array, head_index: int = HEAD_INDEX) -> Array:
+def place_at_head(joints: Array, head_pos: Array, head_index: int = HEAD) -> Array:
     """Translate ``joints (..., J, 3)`` so that joint ``head_index`` lands on ``head_pos (..., 3)``."""
     return joints - joints[..., head_index : head_index + 1, :] + head_pos[..., None, :]
 
@@ -96,7 +100,7 @@ def body_in_world(
     offsets: Array,
     sparse: Array,
     parents: Sequence[int] = SMPL22_PARENTS,
-    head_index: int = HEAD_INDEX,
+    head_index: int = HEAD,
 ) -> Array:
     """World joint positions ``(..., J, 3)`` of predicted local rotations.
 

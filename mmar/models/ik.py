@@ -23,8 +23,8 @@ import optax
 
 from mmar import geometry
 from mmar.errors import ShapeError
-from mmar.models.body import HEAD_INDEX, fk_rot6d, place_at_head
-from mmar.skeleton import SMPL22_PARENTS
+from mmar.models.body import fk_rot6d, place_at_head
+from mmar.skeleton import HEAD, SMPL22_PARENTS
 
 Array = jax.Array
 
@@ -37,7 +37,7 @@ def ik_objective(
     offsets: Array,
     parents: Sequence[int] = SMPL22_PARENTS,
     reg: float = 1e-3,
-    head_index: int = HEAD_INDEX,
+    head_index: int = HEAD,
 ) -> Array:
     """The IK energy of one frame (``rot6d (J, 6)``, ``target (J, 3)``, ``head_pos (3,)``)."""
     _, joints = fk_rot6d(rot6d, offsets, parents)
@@ -55,7 +55,7 @@ def ik_refine(
     iters: int = 15,
     reg: float = 1e-3,
     memory_size: int = 10,
-    head_index: int = HEAD_INDEX,
+    head_index: int = HEAD,
 ) -> Array:
     """Refine local rotations toward target joint positions with L-BFGS.
 

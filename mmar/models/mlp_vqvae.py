@@ -31,7 +31,7 @@ Choices where the paper is silent or its numbers were lost:
   vector). The trainer therefore re-initialises codes whose EMA hit count fell below a
   threshold with random encoder outputs of the current batch (:func:`revive_dead_codes`, the
   remedy of the TMT VQ-VAE; ``vq_revive_every`` / ``vq_revive_threshold`` in
-  :class:`mmar.tasks.sparse_body.SparseBodyModelConfig`). The paper does not say how its
+  :class:`mmar.tasks.mlp_vqvae.MLPVQVAEModelConfig`). The paper does not say how its
   codebook is kept alive.
 
 Per-frame model: every leading axis is a batch axis, so ``(B, W, 22, 6)`` windows work.

@@ -22,6 +22,7 @@ import numpy as np
 
 from mmar import geometry
 from mmar.errors import ShapeError
+from mmar.geometry_np import body_in_world, matrix_to_rot6d, rot6d_to_matrix
 from mmar.models import body
 from mmar.skeleton import SPARSE_DIM
 
@@ -92,8 +93,8 @@ class NearestNeighbor:
         rot = np.concatenate([np.asarray(r)[sl] for r in rot6d_list]).astype(np.float32)
         Ht = np.concatenate([h[sl] for h in hts])
         # store the root orientation in the heading frame (H R_root)
-        root = _rot6d_to_matrix_np(rot[:, 0])
-        rot[:, 0] = _matrix_to_rot6d_np(np.swapaxes(Ht, -1, -2) @ root)
+        root = rot6d_to_matrix(rot[:, 0])
+        rot[:, 0] = matrix_to_rot6d(np.swapaxes(Ht, -1, -2) @ root)
         self.features = jnp.asarray(np.concatenate([f[sl] for f in feats]), jnp.float32)
         self.rot6d = rot
         self._sqnorm = jnp.sum(self.features**2, -1)
@@ -113,32 +114,6 @@ class NearestNeighbor:
         idx = np.concatenate([np.asarray(self._search(fq[i:i + self.chunk]))
                               for i in range(0, T + pad, self.chunk)])[:T]
         rot = self.rot6d[idx].copy()
-        rot[:, 0] = _matrix_to_rot6d_np(Ht @ _rot6d_to_matrix_np(rot[:, 0]))
-        return rot, body_in_world_np(rot, offsets, sparse)
+        rot[:, 0] = matrix_to_rot6d(Ht @ rot6d_to_matrix(rot[:, 0]))
+        return rot, body_in_world(rot, offsets, sparse)
 
-
-def _rot6d_to_matrix_np(d6: np.ndarray) -> np.ndarray:
-    a1, a2 = d6[..., :3], d6[..., 3:]
-    b1 = a1 / np.linalg.norm(a1, axis=-1, keepdims=True)
-    a2 = a2 - np.sum(b1 * a2, -1, keepdims=True) * b1
-    b2 = a2 / np.linalg.norm(a2, axis=-1, keepdims=True)
-    return np.stack([b1, b2, np.cross(b1, b2)], -1)
-
-
-def _matrix_to_rot6d_np(m: np.ndarray) -> np.ndarray:
-    return np.concatenate([m[..., :, 0], m[..., :, 1]], -1)
-
-
-def body_in_world_np(rot6d: np.ndarray, offsets: np.ndarray, sparse: np.ndarray) -> np.ndarray:
-    """numpy twin of :func:`mmar.models.body.body_in_world` (no per-length compilation)."""
-    from mmar.skeleton import SMPL22_PARENTS
-
-    R = _rot6d_to_matrix_np(np.asarray(rot6d, np.float64))
-    G = [R[:, 0]]
-    P = [np.zeros((len(R), 3))]
-    for j in range(1, len(SMPL22_PARENTS)):
-        p = SMPL22_PARENTS[j]
-        P.append(P[p] + G[p] @ np.asarray(offsets[j], np.float64))
-        G.append(G[p] @ R[:, j])
-    joints = np.stack(P, 1)
-    return (joints - joints[:, 15:16] + np.asarray(sparse)[:, None, 36:39]).astype(np.float32)

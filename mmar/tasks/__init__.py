@@ -1,49 +1,47 @@
-"""Tasks bind a model family to its data, loss and evaluation for :func:`mmar.train.train`."""
+"""Tasks bind one model to its data, loss and evaluation for :func:`mmar.train.train`.
+
+One module per task; ``cfg.task`` names it (big_vision's registry by module name):
+
+| task | module | model |
+|---|---|---|
+| ``agrol_mlp`` | :mod:`mmar.tasks.agrol_mlp` | AGRoL-MLP |
+| ``mlp_vqvae`` | :mod:`mmar.tasks.mlp_vqvae` | Mem-MLP's MLP VQ-VAE (stage 1) |
+| ``mem_mlp`` | :mod:`mmar.tasks.mem_mlp` | Mem-MLP (stage 2) |
+| ``tmt_vqvae`` | :mod:`mmar.tasks.tmt_vqvae` | MotionMAR's TMT VQ-VAE (stage 1) |
+| ``motionmar`` | :mod:`mmar.tasks.motionmar` | MotionMAR: MAN + SAC + MRN (stage 2) |
+
+A task module defines its ``cfg.model`` dataclass and its task class, and ends with
+``TASK = <class>``. A task outside this package is named by its full module path
+(``cfg.task = "mypackage.my_task"``).
+"""
 from __future__ import annotations
 
-import json
-import os
+import importlib
 
 from mmar.errors import ConfigError
 
-SPARSE_BODY_KINDS = ("agrol_mlp", "mem_mlp", "mlp_vqvae")
-MOTIONMAR_KINDS = ("motionmar", "tmt_vqvae")
+__all__ = ["TASKS", "task_class", "make_task"]
+
+TASKS: tuple[str, ...] = ("agrol_mlp", "mlp_vqvae", "mem_mlp", "tmt_vqvae", "motionmar")
 
 
-def _kind(cfg) -> str | None:
-    m = cfg.model
-    return m.get("kind") if isinstance(m, dict) else getattr(m, "kind", None)
+def task_class(name: str | None) -> type:
+    """The task class registered under ``name`` (a name of :data:`TASKS` or a module path)."""
+    if not name:
+        raise ConfigError("config has no task (set cfg.task to one of " + ", ".join(TASKS) + ")")
+    module_name = f"mmar.tasks.{name}" if name in TASKS else name
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name and module_name.startswith(e.name):
+            raise ConfigError(f"task {name!r}: no such task (known: {', '.join(TASKS)})") from None
+        raise
+    cls = getattr(module, "TASK", None)
+    if cls is None:
+        raise ConfigError(f"task {name!r}: module {module_name} defines no TASK")
+    return cls
 
 
 def make_task(cfg, **kwargs):
-    """The task of an experiment config, chosen by ``cfg.model.kind``."""
-    kind = _kind(cfg)
-    if kind in SPARSE_BODY_KINDS:
-        from mmar.tasks.sparse_body import SparseBodyTask
-
-        return SparseBodyTask(cfg, **kwargs)
-    if kind in MOTIONMAR_KINDS:
-        from mmar.tasks.motionmar import MotionMARTask
-
-        return MotionMARTask(cfg, **kwargs)
-    raise ConfigError(f"no task for model config {type(cfg.model).__name__} (kind {kind!r})")
-
-
-def base_config(workdir: str | os.PathLike | None = None):
-    """Typed defaults the saved config of a run (``workdir/config.json``) is read into: the
-    model section of the run's task family and the shared sparse-body data section."""
-    from mmar.tasks.sparse_body import SparseBodyDataConfig, SparseBodyModelConfig
-    from mmar.train.config import Config
-
-    kind = None
-    if workdir is not None:
-        try:
-            with open(os.path.join(workdir, "config.json")) as f:
-                kind = (json.load(f).get("config", {}).get("model") or {}).get("kind")
-        except (OSError, ValueError, AttributeError):
-            kind = None  # load_saved_config reports a missing or malformed file
-    if kind in MOTIONMAR_KINDS:
-        from mmar.tasks.motionmar import MotionMARModelConfig
-
-        return Config(model=MotionMARModelConfig(), data=SparseBodyDataConfig())
-    return Config(model=SparseBodyModelConfig(), data=SparseBodyDataConfig())
+    """The task of an experiment config (``cfg.task``), built on it."""
+    return task_class(cfg.task)(cfg, **kwargs)

@@ -56,6 +56,7 @@ __all__ = [
     "Restored",
     "restore_latest",
     "load_params",
+    "resolve_step_dir",
     "encode_data_state",
     "decode_data_state",
 ]
@@ -310,7 +311,10 @@ def _committed_steps(d: Path) -> list[int]:
     return sorted(int(c.name) for c in d.iterdir() if c.is_dir() and _is_step_dir(c))
 
 
-def _resolve_step_dir(checkpoint_dir: Path, step: int | None) -> Path:
+def resolve_step_dir(checkpoint_dir: str | os.PathLike, step: int | None = None) -> Path:
+    """The step directory of ``checkpoint_dir``: itself when it is one, else its newest committed
+    step (or ``step``), looked up in ``checkpoint_dir/checkpoints`` when that exists."""
+    checkpoint_dir = Path(checkpoint_dir)
     if _is_step_dir(checkpoint_dir):
         if step is not None and int(checkpoint_dir.name) != step:
             raise CheckpointError(f"{checkpoint_dir}: is step {checkpoint_dir.name}, not {step}")
@@ -335,7 +339,7 @@ def load_params(
     EMA weights are returned as 'params' (CheckpointError if the run kept no EMA).
     """
     checkpoint_dir = Path(checkpoint_dir).absolute()  # orbax reads metadata only from absolute paths
-    step_dir = _resolve_step_dir(checkpoint_dir, step)
+    step_dir = resolve_step_dir(checkpoint_dir, step)
     state_dir = step_dir / "state"
     try:
         meta_tree = ocp.PyTreeCheckpointer().metadata(state_dir)
@@ -356,19 +360,10 @@ def load_params(
         raise
     except Exception as e:  # noqa: BLE001
         raise CheckpointError(f"{state_dir}: cannot load parameters: {_describe(e)}") from e
-    config = None
-    meta_file = step_dir / "meta" / "metadata"
     try:
-        config = json.loads(meta_file.read_text()).get("config")
+        config = json.loads((step_dir / "meta" / "metadata").read_text()).get("config")
     except (OSError, json.JSONDecodeError, AttributeError):
         config = None
-    if config is None:  # fall back to the work directory's config.json
-        for cand in (step_dir.parent.parent / "config.json",):
-            if cand.is_file():
-                try:
-                    config = json.loads(cand.read_text()).get("config")
-                except (OSError, json.JSONDecodeError):
-                    pass
     variables = {"params": out["ema_params"] if ema else out["params"]}
     variables.update(out.get("extra_vars") or {})
     return variables, config

@@ -1,36 +1,33 @@
 """Experiment configuration: configs are code.
 
-An experiment is a Python file ``configs/<name>.py`` that defines ``get_config() -> Config``.
-``Config`` is a nested, mutable dataclass with the common sections ``optim``
-(:class:`OptimConfig`) and ``train`` (:class:`TrainConfig`) plus ``model`` and ``data``
-sections that each experiment defines as its own dataclasses::
+An experiment is a Python file ``configs/<name>.py`` whose ``get_config()`` returns a
+:class:`Config`: plain mutable dataclasses, one section per concern. ``task`` names the task
+of :mod:`mmar.tasks` that trains the model (``"mem_mlp"``, ``"motionmar"``, ...); ``model`` and
+``data`` are that task's own dataclasses; ``optim`` and ``train`` are shared::
 
-    # configs/toy.py
-    import dataclasses
-    from mmar.train.config import Config, OptimConfig, TrainConfig
-
-    @dataclasses.dataclass
-    class ModelConfig:
-        width: int = 64
-        depths: tuple[int, ...] = (2, 2)
+    from mmar.tasks.agrol_mlp import AGRoLMLPModelConfig
+    from mmar.train.config import Config, TrainConfig
 
     def get_config() -> Config:
-        return Config(name="toy", model=ModelConfig(), optim=OptimConfig(lr=3e-4),
-                      train=TrainConfig(steps=10_000, batch_size=64))
+        return Config(name="agrol", task="agrol_mlp", model=AGRoLMLPModelConfig(window=41),
+                      train=TrainConfig(steps=10_000))
 
-Public API:
+Dataclasses rather than ``ml_collections.ConfigDict``: a section is a typed class a reader can
+open, its fields carry defaults and comments in one place, and a typo in a config file fails at
+import instead of creating a new key (``docs/design.md``).
 
 - ``load_config(path_or_module, overrides=()) -> Config``: import the experiment (a ``.py``
   path, a dotted module name, a bare name looked up as ``configs.<name>``, or a module object),
   call ``get_config()`` and apply ``"a.b.c=value"`` overrides (a leading ``--set`` is accepted).
-  Values are converted to the type of the existing field (int, float, bool, str, tuple/list
-  from ``1,2,3`` or JSON ``[1, 2, 3]``, dict from JSON, ``None``/``null``); unknown keys and bad
-  values raise :class:`mmar.errors.ConfigError` naming the key.
-- ``apply_overrides(cfg, overrides) -> cfg`` (in place).
-- ``config_to_dict(cfg) -> dict`` (JSON-ready), ``config_from_dict(d, base=None, classes=None)``.
-- ``save_config(cfg, workdir, overrides=None)`` writes ``workdir/config.json`` with the config,
-  the dataclass names of each section and the overrides; ``load_saved_config(workdir)`` reads it
-  back (``-> (Config, overrides)``).
+  Values are parsed by the field's type annotation (int, float, bool, str, ``X | None``,
+  tuples/lists from ``1,2,3`` or JSON, dicts from JSON); unknown keys and bad values raise
+  :class:`mmar.errors.ConfigError` naming the key.
+- ``config_to_dict(cfg)`` (JSON-ready) and ``config_from_dict(d, base)`` (values written into a
+  copy of the typed ``base``).
+- ``save_config(cfg, workdir)`` writes ``workdir/config.json`` (``{"format", "task", "config",
+  "overrides"}``, atomically); ``read_saved_config(workdir)`` returns that payload and
+  ``load_saved_config(workdir, base)`` the typed config. :func:`mmar.run.load` picks ``base``
+  from the task the file names.
 """
 from __future__ import annotations
 
@@ -53,15 +50,18 @@ __all__ = [
     "Config",
     "OptimConfig",
     "TrainConfig",
+    "CONFIG_FILENAME",
     "load_config",
     "apply_overrides",
     "config_to_dict",
     "config_from_dict",
     "save_config",
+    "read_saved_config",
     "load_saved_config",
 ]
 
 CONFIG_FILENAME = "config.json"
+SAVED_FORMAT = 2
 _OVERRIDES_ATTR = "_mmar_overrides"
 
 
@@ -111,9 +111,10 @@ class TrainConfig:
 
 @dataclasses.dataclass
 class Config:
-    """Top-level experiment config. ``model`` and ``data`` are experiment-defined dataclasses."""
+    """Top-level experiment config. ``model`` and ``data`` are the task's own dataclasses."""
 
     name: str = "experiment"
+    task: str | None = None  # a task of mmar.tasks (None: the caller passes the task to train())
     model: Any = None
     data: Any = None
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
@@ -123,54 +124,51 @@ class Config:
 # --------------------------------------------------------------------------- loading
 
 
+def _import_file(p: Path) -> types.ModuleType:
+    resolved = p.resolve()
+    mod_name = f"_mmar_config_{p.stem}_{zlib.crc32(str(resolved).encode()):08x}"
+    stat = resolved.stat()
+    stamp = (stat.st_mtime_ns, stat.st_size)
+    cached = sys.modules.get(mod_name)
+    if cached is not None and getattr(cached, "__mmar_stamp__", None) == stamp:
+        return cached  # unchanged file: same module, same dataclasses
+    spec = importlib.util.spec_from_file_location(mod_name, p)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"{p}: cannot import config file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module  # dataclasses need the module registered
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:  # noqa: BLE001 - report any import failure as a config error
+        sys.modules.pop(mod_name, None)
+        raise ConfigError(f"{p}: error while importing config: {type(e).__name__}: {e}") from e
+    module.__mmar_stamp__ = stamp
+    return module
+
+
 def _import_config_module(path_or_module: str | os.PathLike | types.ModuleType) -> types.ModuleType:
     if isinstance(path_or_module, types.ModuleType):
         return path_or_module
     text = os.fspath(path_or_module)
-    p = Path(text)
-    if text.endswith(".py") or p.is_file():
-        if not p.is_file():
+    if text.endswith(".py") or Path(text).is_file():
+        if not Path(text).is_file():
             raise ConfigError(f"{text}: config file does not exist")
-        resolved = p.resolve()
-        mod_name = f"_mmar_config_{p.stem}_{zlib.crc32(str(resolved).encode()):08x}"
-        stat = resolved.stat()
-        stamp = (stat.st_mtime_ns, stat.st_size)
-        cached = sys.modules.get(mod_name)
-        if cached is not None and getattr(cached, "__mmar_stamp__", None) == stamp:
-            return cached  # unchanged file: same module, same dataclasses
-        spec = importlib.util.spec_from_file_location(mod_name, p)
-        if spec is None or spec.loader is None:
-            raise ConfigError(f"{text}: cannot import config file")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[mod_name] = module  # dataclasses need the module registered
-        try:
-            spec.loader.exec_module(module)
-            module.__mmar_stamp__ = stamp
-        except Exception as e:  # noqa: BLE001 - report any import failure as a config error
-            sys.modules.pop(mod_name, None)
-            raise ConfigError(f"{text}: error while importing config: {type(e).__name__}: {e}") from e
-        return module
+        return _import_file(Path(text))
     candidates = [text] if "." in text else [f"configs.{text}", text]
     for name in candidates:
         try:
             return importlib.import_module(name)
         except ModuleNotFoundError as e:
-            if e.name is not None and not name.startswith(e.name):
-                # the config exists but imports something missing
+            if e.name is not None and not name.startswith(e.name):  # the config imports something missing
                 raise ConfigError(f"{name}: error while importing config: {e}") from e
-        except Exception as e:  # noqa: BLE001 - report any import failure as a config error
+        except Exception as e:  # noqa: BLE001
             raise ConfigError(f"{name}: error while importing config: {type(e).__name__}: {e}") from e
     raise ConfigError(f"{text}: no such config (tried {', '.join(candidates)})")
 
 
-def load_config(
-    path_or_module: str | os.PathLike | types.ModuleType, overrides: Iterable[str] = ()
-) -> Config:
-    """Import an experiment config, call its ``get_config()`` and apply overrides.
-
-    The applied overrides are remembered on the returned object and written by
-    :func:`save_config`.
-    """
+def load_config(path_or_module: str | os.PathLike | types.ModuleType, overrides: Iterable[str] = ()) -> Config:
+    """Import an experiment config, call its ``get_config()`` and apply overrides (remembered
+    on the returned object and written by :func:`save_config`)."""
     module = _import_config_module(path_or_module)
     where = getattr(module, "__file__", None) or getattr(module, "__name__", str(path_or_module))
     get_config = getattr(module, "get_config", None)
@@ -181,10 +179,7 @@ def load_config(
         raise ConfigError(f"{where}: get_config() must return a dataclass instance, got {type(cfg).__name__}")
     overrides = list(overrides)
     apply_overrides(cfg, overrides)
-    try:
-        object.__setattr__(cfg, _OVERRIDES_ATTR, tuple(overrides))
-    except Exception:  # noqa: BLE001 - slotted dataclasses cannot carry it
-        pass
+    object.__setattr__(cfg, _OVERRIDES_ATTR, tuple(overrides))
     return cfg
 
 
@@ -195,136 +190,85 @@ _TRUE_WORDS = {"true", "1", "yes", "on", "y", "t"}
 _FALSE_WORDS = {"false", "0", "no", "off", "n", "f"}
 
 
-def _field_hints(obj: Any) -> dict[str, Any]:
-    try:
-        return typing.get_type_hints(type(obj))
-    except Exception:  # noqa: BLE001 - unresolved forward refs: fall back to values only
-        return {}
+def _split_optional(hint: Any) -> tuple[Any, bool]:
+    """``X | None`` -> (X, True); other hints -> (hint, False)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return (args[0] if len(args) == 1 else Any), len(args) < len(typing.get_args(hint))
+    return hint, False
 
 
-def _strip_optional(tp: Any) -> tuple[Any, bool]:
-    """Return (inner type, whether None is allowed) for ``X | None`` / ``Optional[X]``."""
-    if tp is None:
-        return None, False
-    origin = typing.get_origin(tp)
-    if origin is typing.Union or origin is types.UnionType:
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        allows_none = len(args) < len(typing.get_args(tp))
-        return (args[0] if len(args) == 1 else None), allows_none
-    return tp, tp is type(None)
-
-
-def _convert(key: str, raw: str, current: Any, hint: Any) -> Any:
-    inner, allows_none = _strip_optional(hint)
-    if raw.strip().lower() in _NONE_WORDS:
-        is_str_field = isinstance(current, str) or inner is str
-        if current is None or allows_none or (hint is None and not is_str_field):
-            return None
-        if not is_str_field:
-            raise ConfigError(f"{key}: None is not allowed for this field")
-    # Decide the target type: the current value's type first, else the annotation.
-    target: Any
-    if current is not None:
-        target = type(current)
-    else:
-        target = typing.get_origin(inner) or inner
-    try:
-        return _convert_to(key, raw, target, current, inner)
-    except ConfigError:
-        raise
-    except (ValueError, TypeError, json.JSONDecodeError) as e:
-        tname = getattr(target, "__name__", str(target))
-        raise ConfigError(f"{key}: cannot convert {raw!r} to {tname}: {e}") from e
-
-
-def _convert_scalar(key: str, raw: str, target: Any) -> Any:
+def _scalar(key: str, raw: Any, tp: type) -> Any:
+    if not isinstance(raw, str):  # a decoded JSON element
+        if tp is float and isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            return float(raw)
+        if isinstance(raw, tp) and not (tp is int and isinstance(raw, bool)):
+            return raw
+        raise ConfigError(f"{key}: expected {tp.__name__}, got {raw!r}")
     s = raw.strip()
-    if target is bool:
-        low = s.lower()
-        if low in _TRUE_WORDS:
-            return True
-        if low in _FALSE_WORDS:
-            return False
+    if tp is bool:
+        if s.lower() in _TRUE_WORDS | _FALSE_WORDS:
+            return s.lower() in _TRUE_WORDS
         raise ConfigError(f"{key}: expected a boolean (true/false), got {raw!r}")
-    if target is int:
-        try:
-            return int(s)
-        except ValueError:
+    try:
+        if tp is int:
             f = float(s)
             if not f.is_integer():
-                raise ConfigError(f"{key}: expected an integer, got {raw!r}") from None
+                raise ValueError
             return int(f)
-    if target is float:
-        return float(s)
-    if target is str:
-        return raw
-    raise ConfigError(f"{key}: cannot convert {raw!r} to {getattr(target, '__name__', target)}")
+        return float(s) if tp is float else raw
+    except ValueError:
+        raise ConfigError(f"{key}: expected {'an integer' if tp is int else 'a number'}, got {raw!r}") from None
 
 
-def _convert_to(key: str, raw: str, target: Any, current: Any, hint: Any) -> Any:
-    if dataclasses.is_dataclass(target):
+def _parse(key: str, raw: str, hint: Any, current: Any) -> Any:
+    """``raw`` (command-line text) as a value of the field's type ``hint``."""
+    if hint is None or hint is Any:  # no annotation (a dict entry): the current value's type
+        hint = type(current) if current is not None else Any
+    tp, optional = _split_optional(hint)
+    if raw.strip().lower() in _NONE_WORDS:
+        if optional or (current is None and tp is not str):
+            return None
+        if tp is not str:
+            raise ConfigError(f"{key}: None is not allowed for this field")
+    origin = typing.get_origin(tp) or tp
+    if dataclasses.is_dataclass(origin):
         raise ConfigError(f"{key}: is a config section; set one of its fields ({key}.<field>=...)")
-    if target in (bool, int, float, str):
-        return _convert_scalar(key, raw, target)
-    if target in (tuple, list):
+    if origin in (bool, int, float, str):
+        return _scalar(key, raw, origin)
+    if origin in (tuple, list):
         s = raw.strip()
-        if s.startswith("[") or s.startswith("("):
-            js = "[" + s[1:-1] + "]" if s.startswith("(") and s.endswith(")") else s
-            items = json.loads(js)
-            if not isinstance(items, list):
-                raise ConfigError(f"{key}: expected a list, got {raw!r}")
-            raw_items = None
-        else:
-            raw_items = [x.strip() for x in s.split(",")] if s else []
-            items = raw_items
-        # Element type: from existing elements, else from the annotation.
-        elem_type = None
-        if current:
-            elem_type = type(current[0])
-            if not all(type(x) is elem_type for x in current):
-                elem_type = None
-        if elem_type is None and hint is not None:
-            args = [a for a in typing.get_args(hint) if a is not Ellipsis]
-            if args and all(a is args[0] for a in args) and args[0] in (bool, int, float, str):
-                elem_type = args[0]
-        out = []
-        for i, x in enumerate(items):
-            out.append(_convert_item(f"{key}[{i}]", x, elem_type, from_text=raw_items is not None))
-        return tuple(out) if target is tuple else out
-    if target is dict:
-        value = json.loads(raw)
+        try:
+            items = json.loads("[" + s[1:-1] + "]") if s[:1] in "[(" else [x.strip() for x in s.split(",") if x.strip()]
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{key}: cannot parse {raw!r} as a list: {e}") from None
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        elem = args[0] if args and all(a is args[0] for a in args) else None
+        if elem is None and current:
+            elem = type(current[0])
+        if elem in (bool, int, float, str):
+            items = [_scalar(f"{key}[{i}]", x, elem) for i, x in enumerate(items)]
+        return tuple(items) if origin is tuple else list(items)
+    if origin is dict:
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{key}: expected a JSON object, got {raw!r}: {e}") from None
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a JSON object, got {raw!r}")
         return value
-    if target is None or target is Any or target is type(None):
-        return _guess_literal(raw)
-    raise ConfigError(f"{key}: cannot set a field of type {getattr(target, '__name__', target)} from the command line")
-
-
-def _convert_item(key: str, x: Any, elem_type: Any, from_text: bool) -> Any:
-    """Convert one list element (a string from ``a,b,c`` or a decoded JSON value)."""
-    if elem_type is None:
-        return _guess_literal(x) if from_text else x
-    if isinstance(x, str) and elem_type in (bool, int, float, str):
-        return _convert_scalar(key, x, elem_type)
-    if elem_type is float and isinstance(x, (int, float)) and not isinstance(x, bool):
-        return float(x)
-    if elem_type is int and isinstance(x, int) and not isinstance(x, bool):
-        return x
-    if elem_type is bool and isinstance(x, bool):
-        return x
-    if elem_type is tuple and isinstance(x, list):
-        return tuple(x)
-    if elem_type is list and isinstance(x, list):
-        return x
-    raise ConfigError(f"{key}: expected {elem_type.__name__}, got {x!r}")
-
-
-def _guess_literal(raw: str) -> Any:
-    try:
+    try:  # Any: a JSON literal, else the text
         return json.loads(raw)
-    except (json.JSONDecodeError, ValueError):
+    except json.JSONDecodeError:
         return raw
+
+
+def _child(node: Any, part: str, path: str) -> Any:
+    if isinstance(node, dict) and part in node:
+        return node[part]
+    if dataclasses.is_dataclass(node) and part in {f.name for f in dataclasses.fields(node)}:
+        return getattr(node, part)
+    raise ConfigError(f"{path}: unknown config key")
 
 
 def _set_path(cfg: Any, key: str, raw: str) -> None:
@@ -333,30 +277,15 @@ def _set_path(cfg: Any, key: str, raw: str) -> None:
         raise ConfigError(f"{key}: malformed key")
     node = cfg
     for i, part in enumerate(parts[:-1]):
-        sub = _get_child(node, part, ".".join(parts[: i + 1]))
-        if not (dataclasses.is_dataclass(sub) or isinstance(sub, dict)):
+        node = _child(node, part, ".".join(parts[: i + 1]))
+        if not (dataclasses.is_dataclass(node) or isinstance(node, dict)):
             raise ConfigError(f"{'.'.join(parts[: i + 1])}: is not a config section (cannot set {key})")
-        node = sub
     last = parts[-1]
+    current = _child(node, last, key)
     if isinstance(node, dict):
-        if last not in node:
-            raise ConfigError(f"{key}: unknown config key")
-        node[last] = _convert(key, raw, node[last], None)
-        return
-    if last not in {f.name for f in dataclasses.fields(node)}:
-        raise ConfigError(f"{key}: unknown config key")
-    hint = _field_hints(node).get(last)
-    setattr(node, last, _convert(key, raw, getattr(node, last), hint))
-
-
-def _get_child(node: Any, part: str, path: str) -> Any:
-    if isinstance(node, dict):
-        if part not in node:
-            raise ConfigError(f"{path}: unknown config key")
-        return node[part]
-    if dataclasses.is_dataclass(node) and part in {f.name for f in dataclasses.fields(node)}:
-        return getattr(node, part)
-    raise ConfigError(f"{path}: unknown config key")
+        node[last] = _parse(key, raw, None, current)
+    else:
+        setattr(node, last, _parse(key, raw, typing.get_type_hints(type(node)).get(last), current))
 
 
 def apply_overrides(cfg: Any, overrides: Iterable[str]) -> Any:
@@ -392,121 +321,62 @@ def config_to_dict(cfg: Any) -> Any:
     raise ConfigError(f"config value {cfg!r} of type {type(cfg).__name__} is not JSON-serialisable")
 
 
-def _config_classes(cfg: Any, prefix: str = "") -> dict[str, str]:
-    """Map of section path ('' for the root) -> 'module:QualName' of each dataclass."""
-    out: dict[str, str] = {}
-    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
-        out[prefix] = f"{type(cfg).__module__}:{type(cfg).__qualname__}"
-        for f in dataclasses.fields(cfg):
-            out.update(_config_classes(getattr(cfg, f.name), f"{prefix}.{f.name}" if prefix else f.name))
-    return out
-
-
-def _import_class(spec: str) -> type | None:
-    mod_name, _, qual = spec.partition(":")
-    try:
-        obj: Any = importlib.import_module(mod_name)
-        for part in qual.split("."):
-            obj = getattr(obj, part)
-    except Exception:  # noqa: BLE001 - the class may live in a config loaded from a path
-        return None
-    return obj if isinstance(obj, type) and dataclasses.is_dataclass(obj) else None
-
-
-def _coerce_like(value: Any, like: Any) -> Any:
-    if isinstance(like, tuple) and isinstance(value, list):
-        return tuple(value)
-    return value
-
-
-def _merge_into(base: Any, d: Any, path: str) -> Any:
+def _merge(base: Any, d: Any, path: str) -> Any:
     if dataclasses.is_dataclass(base) and isinstance(d, dict):
+        hints = typing.get_type_hints(type(base))
         names = {f.name for f in dataclasses.fields(base)}
         for k, v in d.items():
             if k not in names:
                 raise ConfigError(f"{path + '.' if path else ''}{k}: unknown config key")
-            setattr(base, k, _merge_into(getattr(base, k), v, f"{path}.{k}" if path else k))
+            value = _merge(getattr(base, k), v, f"{path}.{k}" if path else k)
+            tp, _ = _split_optional(hints.get(k))
+            if isinstance(value, list) and (typing.get_origin(tp) or tp) is tuple:
+                value = tuple(value)
+            setattr(base, k, value)
         return base
     if isinstance(base, dict) and isinstance(d, dict):
-        return {**base, **{k: _merge_into(base.get(k), v, f"{path}.{k}") for k, v in d.items()}}
-    return _coerce_like(d, base)
-
-
-def _build(d: Any, classes: dict[str, str], path: str) -> Any:
-    cls_spec = classes.get(path)
-    if isinstance(d, dict) and cls_spec is not None:
-        cls = _import_class(cls_spec)
-        kids = {k: _build(v, classes, f"{path}.{k}" if path else k) for k, v in d.items()}
-        if cls is None:
-            return types.SimpleNamespace(**kids)
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = set(kids) - set(fields)
-        if unknown:
-            raise ConfigError(f"{path or '<root>'}: unknown config keys {sorted(unknown)} for {cls_spec}")
-        hints = {}
-        try:
-            hints = typing.get_type_hints(cls)
-        except Exception:  # noqa: BLE001
-            pass
-        for k, v in kids.items():
-            tp, _ = _strip_optional(hints.get(k))
-            if isinstance(v, list) and (typing.get_origin(tp) or tp) is tuple:
-                kids[k] = tuple(v)
-        obj = cls(**{k: v for k, v in kids.items() if fields[k].init})
-        for k, v in kids.items():
-            if not fields[k].init:
-                setattr(obj, k, v)
-        return obj
+        return {**base, **{k: _merge(base.get(k), v, f"{path}.{k}") for k, v in d.items()}}
+    if isinstance(base, tuple) and isinstance(d, list):
+        return tuple(d)
     return d
 
 
-def config_from_dict(d: dict, base: Any = None, classes: dict[str, str] | None = None) -> Any:
-    """Rebuild a config from :func:`config_to_dict` output.
-
-    With ``base`` (e.g. the experiment's ``get_config()``), values are written into a deep copy
-    of it (the reliable way; tuples are restored from the base's field values). Otherwise
-    the dataclasses named in ``classes`` (as written by :func:`save_config`) are imported;
-    sections whose class cannot be imported become ``types.SimpleNamespace``; without
-    ``classes`` the root is a :class:`Config` with the standard sections rebuilt.
-    """
-    if base is not None:
-        return _merge_into(copy.deepcopy(base), d, "")
-    if classes is None:
-        classes = {
-            "": f"{Config.__module__}:Config",
-            "optim": f"{OptimConfig.__module__}:OptimConfig",
-            "train": f"{TrainConfig.__module__}:TrainConfig",
-        }
-    return _build(d, classes, "")
+def config_from_dict(d: dict, base: Any) -> Any:
+    """Write the values of :func:`config_to_dict` output ``d`` into a deep copy of the typed
+    ``base`` (e.g. the experiment's ``get_config()``); unknown keys raise ConfigError."""
+    return _merge(copy.deepcopy(base), d, "")
 
 
 def save_config(cfg: Any, workdir: str | os.PathLike, overrides: Iterable[str] | None = None) -> Path:
-    """Write ``workdir/config.json`` ({"config", "classes", "overrides"}) and return its path."""
+    """Write ``workdir/config.json`` atomically and return its path."""
     if overrides is None:
         overrides = getattr(cfg, _OVERRIDES_ATTR, ())
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "config": config_to_dict(cfg),
-        "classes": _config_classes(cfg),
-        "overrides": list(overrides),
-    }
+    payload = {"format": SAVED_FORMAT, "task": getattr(cfg, "task", None), "config": config_to_dict(cfg),
+               "overrides": list(overrides)}
     path = workdir / CONFIG_FILENAME
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
     os.replace(tmp, path)
     return path
 
 
-def load_saved_config(workdir: str | os.PathLike, base: Any = None) -> tuple[Any, list[str]]:
-    """Read ``workdir/config.json`` written by :func:`save_config` -> (config, overrides)."""
+def read_saved_config(workdir: str | os.PathLike) -> dict:
+    """The payload of ``workdir/config.json`` (``{"task", "config", "overrides", ...}``)."""
     path = Path(workdir) / CONFIG_FILENAME
     try:
         payload = json.loads(path.read_text())
-        d = payload["config"]
     except FileNotFoundError:
         raise ConfigError(f"{path}: no saved config") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ConfigError(f"{path}: malformed saved config: {e}") from e
-    cfg = config_from_dict(d, base=base, classes=payload.get("classes"))
-    return cfg, list(payload.get("overrides", []))
+    if not isinstance(payload, dict) or not isinstance(payload.get("config"), dict):
+        raise ConfigError(f"{path}: malformed saved config (no 'config' section)")
+    return payload
+
+
+def load_saved_config(workdir: str | os.PathLike, base: Any) -> tuple[Any, list[str]]:
+    """The config saved in ``workdir`` written into a copy of ``base`` -> (config, overrides)."""
+    payload = read_saved_config(workdir)
+    return config_from_dict(payload["config"], base), list(payload.get("overrides", []))

@@ -8,15 +8,19 @@ Public API:
   ``close()``; also keeps ``history`` (list of ``{'step': s, '<prefix>/<name>': value}``).
 - ``TrainProgress(total, start=0, enabled=True)``: context manager with
   ``update(step, steps_per_sec=None, loss=None)``.
+- ``announce(message, logger, enabled=True)``: log ``message`` at INFO and, when ``enabled``
+  (process 0), print it as one line on stderr (shown whether or not logging is configured).
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["MetricWriter", "TrainProgress"]
+__all__ = ["MetricWriter", "TrainProgress", "announce"]
 
 
 class MetricWriter:
@@ -104,3 +108,10 @@ class TrainProgress:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+
+
+def announce(message: str, logger: logging.Logger, enabled: bool = True) -> None:
+    """Log ``message`` at INFO on ``logger``; when ``enabled`` also print it on stderr."""
+    logger.info(message)
+    if enabled:
+        print(message, file=sys.stderr, flush=True)

@@ -28,7 +28,8 @@ weights when ``optim.ema_decay`` is set, the live weights otherwise.
 2. builds the state (params replicated, or FSDP-sharded by rule with ``train.fsdp``) with a
    jitted init placed by ``out_shardings`` — or, when ``workdir/checkpoints`` has a checkpoint,
    restores params, optimizer state, EMA, extra collections, RNG and data-iterator position
-   from the latest one and continues from its step;
+   from the latest one, logs (INFO) and prints on stderr (process 0) the one line
+   ``resumed from step N (<checkpoint dir>)`` and continues from step N;
 3. runs ONE jit-compiled train step (state donated, explicit in/out shardings, batch split over
    all devices) ``train.steps`` times in total, with a rich progress bar (steps/s, loss);
 4. every ``log_every`` steps logs the mean train metrics (plus lr, grad_norm, steps_per_sec) to
@@ -42,9 +43,17 @@ weights when ``optim.ema_decay`` is set, the live weights otherwise.
 
 ``history`` is a list of dicts ``{'step': s, 'train/loss': ..., ...}`` and
 ``{'step': s, 'eval/<name>': ...}`` for this call of ``train``.
+
+Inside: :func:`make_context` builds a :class:`TrainContext` (config, mesh, optimizer,
+checkpoint manager, metric writer); :func:`create_state` and :func:`make_train_step` build the
+state and the jitted step; :func:`run_loop` runs it and after each step calls the :data:`HOOKS`
+in order (divergence check, train metrics, progress bar, checkpoint, evaluation, best
+checkpoint, flush), each reading and updating the :class:`LoopState`.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import math
 import time
@@ -56,12 +65,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh
 
 from mmar.errors import ConfigError, MmarError
 from mmar.train import sharding as shd
 from mmar.train.checkpoint import CheckpointManager
 from mmar.train.config import Config, config_to_dict, save_config
-from mmar.train.logging import MetricWriter, TrainProgress
+from mmar.train.logging import MetricWriter, TrainProgress, announce
 from mmar.train.optim import ema_update, make_optimizer
 
 __all__ = ["Task", "TrainState", "StatefulIterator", "TrainingDivergedError", "DataExhaustedError", "train"]
@@ -197,51 +207,103 @@ def _to_float(x: Any) -> float:
 # --------------------------------------------------------------------------- train
 
 
+@dataclasses.dataclass
+class TrainContext:
+    """What one call of :func:`train` works with; built once, read by every part of the loop."""
+
+    task: Task
+    cfg: Config
+    cfg_dict: dict[str, Any]  # the config as saved in checkpoints
+    mesh: Mesh
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+    ckpt: CheckpointManager
+    writer: MetricWriter
+    is_main: bool  # process 0: writes TensorBoard files, config.json and draws the progress bar
+
+    @property
+    def ema_decay(self) -> float | None:
+        return self.cfg.optim.ema_decay
+
+    @functools.cached_property
+    def has_eval(self) -> bool:
+        return callable(getattr(self.task, "evaluate", None))
+
+    def close(self) -> None:
+        try:
+            self.ckpt.close()
+        finally:
+            self.writer.close()
+
+
 def train(task: Task, cfg: Config, workdir: str | Path) -> tuple[TrainState, list[dict[str, Any]]]:
     """Train ``task`` as configured; resumes from ``workdir`` when it has a checkpoint."""
     shd.maybe_initialize_distributed()
     _check_cfg(cfg)
-    tcfg, ocfg = cfg.train, cfg.optim
-    workdir = Path(workdir).absolute()
+    ctx = make_context(task, cfg, Path(workdir).absolute())
+    try:
+        return _run(ctx)
+    finally:
+        ctx.close()
+
+
+def make_context(task: Task, cfg: Config, workdir: Path) -> TrainContext:
+    """Save the config; build the mesh, optimizer, checkpoint manager and metric writer."""
+    tcfg = cfg.train
     is_main = jax.process_index() == 0
     if is_main:
         save_config(cfg, workdir)
     cfg_dict = config_to_dict(cfg)
-
     mesh = shd.make_mesh(tcfg.num_devices, tcfg.mesh_shape, tcfg.fsdp)
-    tx, schedule = make_optimizer(ocfg, tcfg.steps)
-    ema_decay = ocfg.ema_decay
+    tx, schedule = make_optimizer(cfg.optim, tcfg.steps)
     ckpt = CheckpointManager(
         workdir, max_to_keep=tcfg.keep_checkpoints, async_save=tcfg.async_checkpoint, best_mode=tcfg.best_mode
     )
     writer = MetricWriter(workdir / "tb", enabled=is_main)
-    try:
-        return _run(task, cfg, cfg_dict, mesh, tx, schedule, ema_decay, ckpt, writer, is_main)
-    finally:
-        try:
-            ckpt.close()
-        finally:
-            writer.close()
+    return TrainContext(task, cfg, cfg_dict, mesh, tx, schedule, ckpt, writer, is_main)
 
 
-def _run(task, cfg, cfg_dict, mesh, tx, schedule, ema_decay, ckpt, writer, is_main):
-    tcfg = cfg.train
-    total = int(tcfg.steps)
-    has_eval = callable(getattr(task, "evaluate", None))
-    if tcfg.best_metric and not has_eval:
+def _run(ctx: TrainContext) -> tuple[TrainState, list[dict[str, Any]]]:
+    tcfg = ctx.cfg.train
+    if tcfg.best_metric and not ctx.has_eval:
         log.warning("train.best_metric=%r is set but the task has no evaluate(): no best checkpoint", tcfg.best_metric)
+    start_step = ctx.ckpt.latest_step()
+    it, batch = start_data(ctx, start_step)
+    gbatch = first_global_batch(ctx, batch)
+    state, shardings = create_state(ctx, gbatch, start_step)
+    if start_step is not None and start_step >= tcfg.steps:
+        log.info("checkpoint at step %d >= train.steps=%d: nothing to train", start_step, tcfg.steps)
+        return state, []
+    step_fn = make_train_step(ctx.task, ctx.tx, ctx.schedule, ctx.ema_decay, shardings, ctx.mesh)
+    loop = LoopState(state=state, step=int(start_step or 0), it=it)
+    with TrainProgress(int(tcfg.steps), start=loop.step, enabled=ctx.is_main and tcfg.progress) as loop.bar:
+        run_loop(ctx, loop, step_fn, gbatch)
+    ctx.ckpt.wait()
+    return loop.state, ctx.writer.history
 
-    # ---- data + where to start
-    start_step = ckpt.latest_step()
-    data_state = ckpt.data_state(start_step) if start_step is not None else None
-    it = task.train_iterator(int(tcfg.seed), data_state)
+
+# --------------------------------------------------------------------------- data and state
+
+
+def start_data(ctx: TrainContext, start_step: int | None) -> tuple[Any, Any]:
+    """The training iterator (at the saved position when resuming) and the batch of the first step."""
+    data_state = ctx.ckpt.data_state(start_step) if start_step is not None else None
+    it = ctx.task.train_iterator(int(ctx.cfg.train.seed), data_state)
     _check_iterator(it)
     if data_state is not None:
         it.set_state(data_state)
-    step = int(start_step or 0)
-    batch = _next_batch(it, step)  # the batch of this step; also gives the shapes for init
+    return it, _next_batch(it, int(start_step or 0))
 
-    # ---- state
+
+def first_global_batch(ctx: TrainContext, batch: Any) -> Any:
+    """The first batch of this process, checked, as one global array split over all devices."""
+    _check_batch(batch, ctx.cfg)
+    return shd.shard_batch(batch, ctx.mesh)
+
+
+def make_init(task: Task, tx: optax.GradientTransformation, ema_decay: float | None) -> Callable:
+    """``init(rng, batch) -> TrainState`` (traced): the task's variables, optimizer state and EMA."""
+
     def init_state(rng: jax.Array, batch: Any) -> TrainState:
         init_rng, train_rng = jax.random.split(rng)
         variables = flax.core.unfreeze(task.init(init_rng, batch))
@@ -257,24 +319,39 @@ def _run(task, cfg, cfg_dict, mesh, tx, schedule, ema_decay, ckpt, writer, is_ma
             rng=train_rng,
         )
 
-    rng0 = jax.random.PRNGKey(int(tcfg.seed))
-    _check_batch(batch, cfg)
-    gbatch = shd.shard_batch(batch, mesh)
-    abstract = jax.eval_shape(init_state, rng0, gbatch)
-    shardings = shd.state_shardings(abstract, mesh, fsdp=tcfg.fsdp, min_size=tcfg.fsdp_min_size)
-    if start_step is not None:
-        target = jax.tree_util.tree_map(
-            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
-        )
-        state = ckpt.restore(target, start_step).state
-        log.info("resumed from %s at step %d", ckpt.latest_dir, start_step)
-        if step >= total:
-            log.info("checkpoint at step %d >= train.steps=%d: nothing to train", step, total)
-            return state, []
-    else:
-        state = jax.jit(init_state, out_shardings=shardings)(rng0, gbatch)
+    return init_state
 
-    # ---- the train step
+
+def create_state(ctx: TrainContext, gbatch: Any, start_step: int | None) -> tuple[TrainState, Any]:
+    """``(state, shardings)``: a fresh state from a jitted init placed by ``out_shardings``, or
+    the checkpoint at ``start_step`` restored into the same shardings."""
+    tcfg = ctx.cfg.train
+    init_state = make_init(ctx.task, ctx.tx, ctx.ema_decay)
+    rng0 = jax.random.PRNGKey(int(tcfg.seed))
+    abstract = jax.eval_shape(init_state, rng0, gbatch)
+    shardings = shd.state_shardings(abstract, ctx.mesh, fsdp=tcfg.fsdp, min_size=tcfg.fsdp_min_size)
+    if start_step is None:
+        return jax.jit(init_state, out_shardings=shardings)(rng0, gbatch), shardings
+    target = jax.tree_util.tree_map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+    state = ctx.ckpt.restore(target, start_step).state
+    announce(f"resumed from step {start_step} ({ctx.ckpt.latest_dir / str(start_step)})", log, enabled=ctx.is_main)
+    return state, shardings
+
+
+# --------------------------------------------------------------------------- the train step
+
+
+def make_train_step(
+    task: Task,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    ema_decay: float | None,
+    shardings: Any,
+    mesh: Mesh,
+) -> Callable[[TrainState, Any], tuple[TrainState, dict[str, jax.Array]]]:
+    """The jitted ``step(state, global_batch) -> (state, metrics)``; ``state`` is donated."""
+    update = make_update(task, tx, ema_decay)
+
     def train_step(state: TrainState, batch: Any) -> tuple[TrainState, dict[str, jax.Array]]:
         rng, step_rng = jax.random.split(state.rng)
 
@@ -284,97 +361,187 @@ def _run(task, cfg, cfg_dict, mesh, tx, schedule, ema_decay, ckpt, writer, is_ma
         (loss, (metrics, new_extra)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        extra_vars = {**state.extra_vars, **flax.core.unfreeze(new_extra or {})}
-        if hasattr(task, "post_update"):
-            params, extra_vars = task.post_update(params, extra_vars, jax.random.fold_in(step_rng, 1), state.step)
-        new = state.replace(
-            step=state.step + 1,
-            params=params,
-            extra_vars=extra_vars,
-            opt_state=opt_state,
-            ema_params=ema_update(state.ema_params, params, ema_decay) if ema_decay is not None else None,
-            rng=rng,
-        )
+        new = update(state, grads, new_extra, step_rng).replace(rng=rng)
         # A non-finite step is not applied: keep the last finite state.
         new = jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new, state)
         out = {k: jnp.mean(jnp.asarray(v, jnp.float32)) for k, v in (metrics or {}).items()}
         out.update(loss=jnp.asarray(loss, jnp.float32), grad_norm=grad_norm, lr=schedule(state.step), finite=finite)
         return new, out
 
-    step_fn = jax.jit(
+    return jax.jit(
         train_step,
         in_shardings=(shardings, shd.batch_sharding(mesh)),
         out_shardings=(shardings, shd.replicated(mesh)),
         donate_argnums=(0,),
     )
 
-    # ---- loop
-    pending: list[tuple[int, Any]] = []  # (0-based step, metrics) since the last log
-    fetched_upto = 0  # pending[:fetched_upto] are host values already checked
 
-    def check_pending() -> None:
-        nonlocal fetched_upto
-        if fetched_upto == len(pending):
-            return
-        host = jax.device_get([m for _, m in pending[fetched_upto:]])
-        for j, m in enumerate(host):
-            s, _ = pending[fetched_upto + j]
-            pending[fetched_upto + j] = (s, m)
-            if not bool(m["finite"]):
-                loss, gnorm = float(m["loss"]), float(m["grad_norm"])
-                what = f"loss is {loss}" if not math.isfinite(loss) else f"gradient norm is {gnorm}"
-                raise TrainingDivergedError(
-                    f"training diverged at step {s}: {what}; the step was not applied and no later "
-                    f"checkpoint is saved (workdir {ckpt.workdir}, last checkpoint: step {ckpt.latest_step()})",
-                    step=s,
-                )
-        fetched_upto = len(pending)
+def make_update(task: Task, tx: optax.GradientTransformation, ema_decay: float | None) -> Callable:
+    """``update(state, grads, new_extra, step_rng) -> state`` (traced): the optimizer update, the
+    new extra collections merged in, the task's optional ``post_update``, the EMA; step + 1."""
 
-    def eval_params(st: TrainState) -> Any:
-        return st.ema_params if ema_decay is not None else st.params
+    def update(state: TrainState, grads: Any, new_extra: Any, step_rng: jax.Array) -> TrainState:
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        extra_vars = {**state.extra_vars, **flax.core.unfreeze(new_extra or {})}
+        if hasattr(task, "post_update"):
+            params, extra_vars = task.post_update(params, extra_vars, jax.random.fold_in(step_rng, 1), state.step)
+        return state.replace(
+            step=state.step + 1,
+            params=params,
+            extra_vars=extra_vars,
+            opt_state=opt_state,
+            ema_params=ema_update(state.ema_params, params, ema_decay) if ema_decay is not None else None,
+        )
 
-    t_last, step_last = time.perf_counter(), step
-    with TrainProgress(total, start=step, enabled=is_main and tcfg.progress) as bar:
-        while step < total:
-            state, metrics = step_fn(state, gbatch)
-            pending.append((step, metrics))
-            step += 1
-            last = step == total
-            do_log = step % tcfg.log_every == 0 or last
-            do_ckpt = (tcfg.ckpt_every > 0 and step % tcfg.ckpt_every == 0) or last
-            do_eval = has_eval and ((tcfg.eval_every > 0 and step % tcfg.eval_every == 0) or last)
-            if do_log or do_ckpt or do_eval:
-                check_pending()
-            if do_log:
-                now = time.perf_counter()
-                rate = (step - step_last) / max(now - t_last, 1e-9)
-                t_last, step_last = now, step
-                names = [k for k in pending[0][1] if k != "finite"]
-                mean = {k: float(np.mean([_to_float(m[k]) for _, m in pending])) for k in names}
-                mean["steps_per_sec"] = rate
-                writer.scalars(step, mean, "train")
-                bar.update(step, rate, mean.get("loss"))
-                pending.clear()
-                fetched_upto = 0
-            else:
-                bar.update(step)
-            if do_ckpt:
-                ckpt.save(step, state, it.get_state(), cfg_dict)
-            if do_eval:
-                results = {k: _to_float(v) for k, v in task.evaluate(eval_params(state), state.extra_vars).items()}
-                writer.scalars(step, results, "eval")
-                if tcfg.best_metric:
-                    if tcfg.best_metric not in results:
-                        raise ConfigError(
-                            f"train.best_metric: {tcfg.best_metric!r} is not an eval metric (have {sorted(results)})"
-                        )
-                    ckpt.save_best(step, state, it.get_state(), tcfg.best_metric, results[tcfg.best_metric], cfg_dict)
-            if do_log or do_eval:
-                writer.flush()
-            if not last:
-                batch = _next_batch(it, step)
-                gbatch = shd.shard_batch(batch, mesh)
-    ckpt.wait()
-    return state, writer.history
+    return update
+
+
+# --------------------------------------------------------------------------- the loop and its hooks
+
+
+@dataclasses.dataclass(frozen=True)
+class Due:
+    """What happens after a step: fetch+log train metrics, save a checkpoint, evaluate."""
+
+    log: bool
+    ckpt: bool
+    eval: bool
+
+    @classmethod
+    def at(cls, ctx: TrainContext, step: int) -> "Due":
+        tcfg = ctx.cfg.train
+        last = step == tcfg.steps
+        return cls(
+            log=step % tcfg.log_every == 0 or last,
+            ckpt=(tcfg.ckpt_every > 0 and step % tcfg.ckpt_every == 0) or last,
+            eval=ctx.has_eval and ((tcfg.eval_every > 0 and step % tcfg.eval_every == 0) or last),
+        )
+
+
+@dataclasses.dataclass
+class LoopState:
+    """The loop's state, read and updated by the hooks after each step."""
+
+    state: TrainState
+    step: int  # updates done
+    it: Any  # the training iterator; the batch of the step being run is already taken
+    bar: TrainProgress | None = None
+    due: Due = Due(False, False, False)
+    pending: list[tuple[int, Any]] = dataclasses.field(default_factory=list)  # (0-based step, metrics) since the last log
+    fetched_upto: int = 0  # pending[:fetched_upto] are host values already checked
+    logged: dict[str, float] | None = None  # the train metrics logged after this step
+    eval_results: dict[str, float] | None = None  # the eval metrics of this step
+    t_last: float = dataclasses.field(init=False)  # time and step of the last log (for steps/s)
+    step_last: int = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        self.t_last, self.step_last = time.perf_counter(), self.step
+
+
+Hook = Callable[[TrainContext, LoopState], None]
+
+
+def run_loop(ctx: TrainContext, loop: LoopState, step_fn: Callable, gbatch: Any) -> None:
+    """Run ``step_fn`` up to ``train.steps``, calling each of :data:`HOOKS` after each step."""
+    total = int(ctx.cfg.train.steps)
+    while loop.step < total:
+        loop.state, metrics = step_fn(loop.state, gbatch)
+        loop.pending.append((loop.step, metrics))
+        loop.step += 1
+        loop.due, loop.logged, loop.eval_results = Due.at(ctx, loop.step), None, None
+        for hook in HOOKS:
+            hook(ctx, loop)
+        if loop.step < total:
+            gbatch = shd.shard_batch(_next_batch(loop.it, loop.step), ctx.mesh)
+
+
+def check_divergence(ctx: TrainContext, loop: LoopState) -> None:
+    """On log, checkpoint and eval steps: fetch the new metrics; raise if a step diverged."""
+    if not (loop.due.log or loop.due.ckpt or loop.due.eval) or loop.fetched_upto == len(loop.pending):
+        return
+    host = jax.device_get([m for _, m in loop.pending[loop.fetched_upto :]])
+    for j, m in enumerate(host):
+        s, _ = loop.pending[loop.fetched_upto + j]
+        loop.pending[loop.fetched_upto + j] = (s, m)
+        if not bool(m["finite"]):
+            raise _diverged(ctx, s, m)
+    loop.fetched_upto = len(loop.pending)
+
+
+def _diverged(ctx: TrainContext, step: int, metrics: dict[str, Any]) -> TrainingDivergedError:
+    loss, gnorm = float(metrics["loss"]), float(metrics["grad_norm"])
+    what = f"loss is {loss}" if not math.isfinite(loss) else f"gradient norm is {gnorm}"
+    return TrainingDivergedError(
+        f"training diverged at step {step}: {what}; the step was not applied and no later "
+        f"checkpoint is saved (workdir {ctx.ckpt.workdir}, last checkpoint: step {ctx.ckpt.latest_step()})",
+        step=step,
+    )
+
+
+def log_train_metrics(ctx: TrainContext, loop: LoopState) -> None:
+    """On log steps: the mean train metrics since the last log, plus steps_per_sec."""
+    if not loop.due.log:
+        return
+    now = time.perf_counter()
+    rate = (loop.step - loop.step_last) / max(now - loop.t_last, 1e-9)
+    loop.t_last, loop.step_last = now, loop.step
+    names = [k for k in loop.pending[0][1] if k != "finite"]
+    mean = {k: float(np.mean([_to_float(m[k]) for _, m in loop.pending])) for k in names}
+    mean["steps_per_sec"] = rate
+    ctx.writer.scalars(loop.step, mean, "train")
+    loop.logged = mean
+    loop.pending.clear()
+    loop.fetched_upto = 0
+
+
+def update_progress(ctx: TrainContext, loop: LoopState) -> None:
+    """Advance the progress bar; show steps/s and the loss when they were just logged."""
+    if loop.logged is None:
+        loop.bar.update(loop.step)
+    else:
+        loop.bar.update(loop.step, loop.logged["steps_per_sec"], loop.logged.get("loss"))
+
+
+def save_checkpoint(ctx: TrainContext, loop: LoopState) -> None:
+    """On checkpoint steps: save the state and the iterator position (async, keep-N)."""
+    if loop.due.ckpt:
+        ctx.ckpt.save(loop.step, loop.state, loop.it.get_state(), ctx.cfg_dict)
+
+
+def run_evaluation(ctx: TrainContext, loop: LoopState) -> None:
+    """On eval steps: ``task.evaluate`` on the EMA (or live) weights, logged as ``eval/*``."""
+    if not loop.due.eval:
+        return
+    st = loop.state
+    params = st.ema_params if ctx.ema_decay is not None else st.params
+    loop.eval_results = {k: _to_float(v) for k, v in ctx.task.evaluate(params, st.extra_vars).items()}
+    ctx.writer.scalars(loop.step, loop.eval_results, "eval")
+
+
+def save_best_checkpoint(ctx: TrainContext, loop: LoopState) -> None:
+    """After an evaluation: keep the checkpoint when ``train.best_metric`` improved."""
+    metric, results = ctx.cfg.train.best_metric, loop.eval_results
+    if results is None or not metric:
+        return
+    if metric not in results:
+        raise ConfigError(f"train.best_metric: {metric!r} is not an eval metric (have {sorted(results)})")
+    ctx.ckpt.save_best(loop.step, loop.state, loop.it.get_state(), metric, results[metric], ctx.cfg_dict)
+
+
+def flush_metrics(ctx: TrainContext, loop: LoopState) -> None:
+    """After logging or evaluating: flush the TensorBoard files."""
+    if loop.due.log or loop.due.eval:
+        ctx.writer.flush()
+
+
+# Called in this order after every step.
+HOOKS: tuple[Hook, ...] = (
+    check_divergence,
+    log_train_metrics,
+    update_progress,
+    save_checkpoint,
+    run_evaluation,
+    save_best_checkpoint,
+    flush_metrics,
+)

@@ -2,11 +2,17 @@
 
 Public API:
 
-- ``make_schedule(cfg: OptimConfig, total_steps) -> optax.Schedule``. Linear warm-up from 0 to
-  ``lr`` over ``warmup_steps``, then
+- ``make_schedule(cfg: OptimConfig, total_steps) -> optax.Schedule`` (float32 learning rate of
+  a step), built from optax's schedules. Linear warm-up from 0 to ``lr`` over
+  ``warmup_steps``, then
   ``cosine``: cosine decay to ``lr * end_lr_factor`` at ``decay_steps`` (warm-up included;
-  None = ``total_steps``); ``step``: ``lr * decay_factor ** (number of boundaries <= step)``;
-  ``constant``: ``lr``.
+  None = ``total_steps``; at least one step after the warm-up) with
+  ``optax.cosine_decay_schedule`` joined to the warm-up by ``optax.join_schedules``;
+  ``step``: ``lr * decay_factor ** (number of boundaries <= step)``
+  (``optax.piecewise_constant_schedule``; boundaries are absolute steps, a boundary listed twice
+  counts twice, one inside the warm-up scales it); ``constant``: ``lr``
+  (``optax.constant_schedule``). For ``step`` and ``constant`` the warm-up is a factor
+  ``min(1, step / warmup_steps)``.
 - ``decay_mask(params) -> pytree of bool``: weight decay applies to every param except biases,
   norm scales, all params with ndim <= 1 and embeddings (any path part containing 'embed').
 - ``make_optimizer(cfg, total_steps) -> (optax.GradientTransformation, schedule)``:
@@ -15,6 +21,7 @@ Public API:
 """
 from __future__ import annotations
 
+import collections
 from typing import Any
 
 import jax
@@ -34,42 +41,60 @@ def make_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
     warmup = int(cfg.warmup_steps)
     if warmup < 0:
         raise ConfigError(f"optim.warmup_steps: must be >= 0, got {warmup}")
-
-    def warm(step: jax.Array) -> jax.Array:
-        if warmup == 0:
-            return jnp.ones((), jnp.float32)
-        return jnp.minimum(1.0, step.astype(jnp.float32) / warmup)
-
     kind = cfg.schedule
-    if kind == "constant":
-
-        def sched(step):
-            step = jnp.asarray(step)
-            return lr * warm(step)
-
-    elif kind == "cosine":
+    if kind == "cosine":
         decay_steps = int(cfg.decay_steps if cfg.decay_steps is not None else total_steps)
-        span = max(decay_steps - warmup, 1)
         end = lr * float(cfg.end_lr_factor)
-
-        def sched(step):
-            step = jnp.asarray(step)
-            t = jnp.clip((step.astype(jnp.float32) - warmup) / span, 0.0, 1.0)
-            cos = end + (lr - end) * 0.5 * (1.0 + jnp.cos(jnp.pi * t))
-            return jnp.where(step < warmup, lr * warm(step), cos)
-
+        sched = _warmup_then(_cosine(lr, end, max(decay_steps - warmup, 1)), lr, warmup)
     elif kind == "step":
-        bounds = jnp.asarray(sorted(int(b) for b in cfg.boundaries), jnp.int32)
-        factor = float(cfg.decay_factor)
-
-        def sched(step):
-            step = jnp.asarray(step)
-            n = jnp.sum(step >= bounds) if bounds.size else 0
-            return lr * warm(step) * factor**n
-
+        sched = _warmup_times(lr, warmup, optax.piecewise_constant_schedule(1.0, _step_scales(cfg)))
+    elif kind == "constant":
+        sched = _warmup_times(lr, warmup, optax.constant_schedule(1.0))
     else:
         raise ConfigError(f"optim.schedule: unknown schedule {kind!r} (use 'cosine', 'step' or 'constant')")
-    return sched
+    return lambda step: jnp.asarray(sched(step), jnp.float32)
+
+
+def _ramp(peak: float, warmup: int) -> optax.Schedule:
+    """``peak * min(1, step / warmup)``, the linear warm-up from 0.
+
+    Not ``optax.linear_schedule(0, peak, warmup)``: that evaluates ``peak - peak * (1 - step /
+    warmup)`` in float32, which is off by up to ~1e-4 relative in the first steps of a long warm-up.
+    """
+    return lambda step: peak * jnp.minimum(1.0, jnp.asarray(step, jnp.float32) / warmup)
+
+
+def _warmup_then(decay: optax.Schedule, lr: float, warmup: int) -> optax.Schedule:
+    """The warm-up to ``lr``, then ``decay`` counted from the end of the warm-up."""
+    return optax.join_schedules([_ramp(lr, warmup), decay], [warmup]) if warmup else decay
+
+
+def _warmup_times(lr: float, warmup: int, factor: optax.Schedule) -> optax.Schedule:
+    """The warm-up to ``lr`` (or ``lr``) times ``factor`` (so boundaries stay absolute steps)."""
+    ramp = _ramp(lr, warmup) if warmup else optax.constant_schedule(lr)
+    return lambda step: ramp(step) * factor(step)
+
+
+def _cosine(lr: float, end: float, span: int) -> optax.Schedule:
+    """Cosine from ``lr`` to ``end`` over ``span`` steps, then ``end``: ``end`` plus
+    ``optax.cosine_decay_schedule`` from ``lr - end`` to 0, taken on the progress ``count / span``
+    with ``decay_steps=1``.
+
+    This rounds as mmar's schedule always did, bit for bit; ``decay_steps=span`` would take
+    ``cos((pi * count) / span)`` instead of ``cos(pi * (count / span))`` (up to 1e-3 relative
+    apart in the last steps of a decay to 0) and ``alpha=end / lr`` would round the rest differently.
+    """
+    decay = optax.cosine_decay_schedule(lr - end, decay_steps=1)
+    return lambda count: decay(jnp.asarray(count, jnp.float32) / span) + end
+
+
+def _step_scales(cfg: OptimConfig) -> dict[int, float]:
+    """``{boundary: decay_factor ** (times it is listed)}`` for ``optax.piecewise_constant_schedule``."""
+    factor = float(cfg.decay_factor)
+    if factor < 0:
+        raise ConfigError(f"optim.decay_factor: must be >= 0, got {factor}")
+    counts = collections.Counter(int(b) for b in cfg.boundaries)
+    return {b: factor**n for b, n in counts.items()}
 
 
 def _path_names(path: tuple) -> list[str]:

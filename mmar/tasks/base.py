@@ -1,0 +1,164 @@
+"""What every task of the Bandai sparse-to-full-body benchmark shares.
+
+A task binds one model to its data, loss and evaluation (the :class:`mmar.train.Task` protocol
+of the trainer). :class:`BenchmarkTask` supplies the benchmark, the training iterator, online
+evaluation and the clip batching of prediction; a task file adds its model config, ``init``,
+``loss`` and ``predict_batch`` (or ``evaluate`` for a tokenizer). ``mmar/tasks/agrol_mlp.py`` is
+the shortest complete example.
+
+Evaluation runs each model *online*, as a headset would: frame ``t`` is predicted from the sparse
+input up to ``t`` only (start edge-padded), the body is placed by the tracked head
+(``docs/design.md``) and scored with the AGRoL metrics of :mod:`mmar.eval.sparse`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import numpy as np
+
+from mmar.errors import CheckpointError, ConfigError
+
+__all__ = ["BenchmarkDataConfig", "BenchmarkTask", "frozen_config", "load_stage_variables"]
+
+
+@dataclasses.dataclass
+class BenchmarkDataConfig:
+    """The Bandai benchmark (:mod:`mmar.data.benchmark`) as every sparse-body task reads it."""
+
+    root: str | None = None  # Bandai data directory (default: ../shared/data/bandai-namco)
+    fps: float = 60.0
+    max_train_clips: int | None = None
+    eval_split: str = "val"
+    max_eval_clips: int | None = 24  # evenly spaced clips of eval_split for the validation passes
+    eval_batch: int = 64  # clips (or windows, for window models) per compiled evaluation call
+
+
+def frozen_config(cls: type, source: Any, **values: Any) -> Any:
+    """An instance of the (frozen) model config ``cls`` with every field taken from the task's
+    model config ``source`` by name, or from ``values``. A field of ``cls`` that ``source`` lacks
+    keeps its default only when it is listed in ``cls.FIXED`` (e.g. the 54 sparse inputs);
+    otherwise this is a bug of the task file: every model field must be reachable with ``--set``."""
+    fixed = getattr(cls, "FIXED", ("sparse_dim", "num_joints"))
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in values:
+            kwargs[f.name] = values[f.name]
+        elif hasattr(source, f.name):
+            kwargs[f.name] = getattr(source, f.name)
+        elif f.name not in fixed:
+            raise ConfigError(f"{type(source).__name__} has no field {f.name!r} of {cls.__name__}")
+    return cls(**kwargs)
+
+
+def load_stage_variables(workdir: str, task: str, collections: tuple[str, ...], model_cfg, fields: tuple[str, ...]) -> dict:
+    """The variables of a first-stage run (e.g. the frozen VQ-VAE of Mem-MLP): ``collections``
+    of its latest checkpoint, after checking that the run belongs to ``task`` and that its
+    model config agrees with ``model_cfg`` (this stage's copy of the architecture) on ``fields``."""
+    from mmar.run import load
+
+    run = load(workdir)
+    if run.config.task != task:
+        raise CheckpointError(f"{workdir}: model.vqvae_workdir must be a {task} run, this is a {run.config.task} run")
+    differ = [f"{f}={getattr(model_cfg, f)!r} (the run has {getattr(run.config.model, f)!r})" for f in fields
+              if getattr(run.config.model, f) != getattr(model_cfg, f)]
+    if differ:
+        raise ConfigError(f"{workdir}: the first-stage run does not match this config: model." + ", model.".join(differ))
+    return {k: v for k, v in run.variables.items() if k in collections}
+
+
+class BenchmarkTask:
+    """Base of the sparse-to-full-body tasks. Subclasses set ``ModelConfig`` (their ``cfg.model``
+    dataclass) and implement ``init``, ``loss`` and either ``predict_batch`` or ``evaluate``."""
+
+    ModelConfig: ClassVar[type]
+    DataConfig: ClassVar[type] = BenchmarkDataConfig
+    #: exportable TFLite modes (:mod:`mmar.export`), the first is the default; () = not a predictor
+    export_modes: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, cfg, benchmark=None):
+        if not isinstance(cfg.model, self.ModelConfig):
+            raise ConfigError(f"task {cfg.task!r} needs model = {self.ModelConfig.__name__}, "
+                              f"got {type(cfg.model).__name__}")
+        self.cfg = cfg
+        self.m = cfg.model
+        self.d = cfg.data
+        self._benchmark = benchmark
+
+    @classmethod
+    def default_config(cls):
+        """The typed config a saved run is read into (:func:`mmar.run.load`)."""
+        from mmar.train.config import Config
+
+        return Config(model=cls.ModelConfig(), data=cls.DataConfig())
+
+    # ------------------------------------------------------------------ data
+    @property
+    def benchmark(self):
+        if self._benchmark is None:
+            from mmar.data.benchmark import load_sparse_benchmark
+
+            self._benchmark = load_sparse_benchmark(self.d.root, self.d.fps)
+        return self._benchmark
+
+    @property
+    def frames_per_window(self) -> int:
+        """Frames of one training window."""
+        return int(self.m.window)
+
+    def train_iterator(self, seed: int, start_state=None):
+        from mmar.data.pipeline import ClipArrays, make_train_iterator
+
+        clips = self.benchmark.subset("train", self.d.max_train_clips)
+        return make_train_iterator(ClipArrays.from_arrays(clips), self.frames_per_window, self.cfg.train.batch_size,
+                                   seed, keys=("sparse", "rot6d", "joints"))
+
+    def eval_clips(self) -> dict[str, dict]:
+        return self.benchmark.subset(self.d.eval_split, self.d.max_eval_clips)
+
+    # ------------------------------------------------------------------ inference
+    def model_vars(self, variables: dict) -> dict:
+        """The Flax variables the model is applied with, from the variables as saved (params plus
+        the task's extra collections)."""
+        return variables
+
+    def predict_batch(self, variables: dict, sparse: np.ndarray, offsets: np.ndarray):
+        """``(sparse (B, T, 54), offsets (B, 22, 3)) -> (rot6d (B, T, 22, 6), joints (B, T, 22, 3))``,
+        every frame predicted online. Compiled once per shape."""
+        raise ConfigError(f"a {self.cfg.task} model is not a sparse-to-full-body predictor")
+
+    def predict_clips(self, variables, clips: dict[str, dict], batch: int | None = None, bucket: int = 128,
+                      progress: bool = False) -> dict[str, dict]:
+        """Online predictions for ``{clip: arrays}``: clips are grouped into batches padded to a
+        multiple of ``bucket`` frames (padding is at the end, so causal predictions of real frames
+        are unaffected), so a few compilations serve every clip length."""
+        batch = int(batch or self.d.eval_batch)
+        names = sorted(clips, key=lambda n: clips[n]["sparse"].shape[0])
+        out = {}
+        groups = [names[i:i + batch] for i in range(0, len(names), batch)]
+        if progress:
+            from tqdm import tqdm
+
+            groups = tqdm(groups, desc="predicting", unit="batch")
+        for group in groups:
+            T = max(clips[n]["sparse"].shape[0] for n in group)
+            T = -(-T // bucket) * bucket
+            sp = np.zeros((batch, T, 54), np.float32)
+            off = np.zeros((batch, 22, 3), np.float32)
+            for i, n in enumerate(group):
+                s = clips[n]["sparse"]
+                sp[i, :len(s)] = s
+                sp[i, len(s):] = s[-1]
+                off[i] = clips[n]["offsets"]
+            rot, joints = (np.asarray(x) for x in self.predict_batch(variables, sp, off))
+            for i, n in enumerate(group):
+                t = clips[n]["sparse"].shape[0]
+                out[n] = {"rot6d": rot[i, :t], "joints": joints[i, :t], "fps": clips[n]["fps"]}
+        return out
+
+    def evaluate(self, params, extra_vars) -> dict[str, float]:
+        """Online sparse metrics on the validation clips (the trainer's evaluation)."""
+        from mmar.eval.sparse import sparse_metrics
+
+        clips = self.eval_clips()
+        return sparse_metrics(self.predict_clips({"params": params, **extra_vars}, clips), clips)

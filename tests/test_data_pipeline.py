@@ -1,4 +1,4 @@
-"""Window pipeline: arrays of many clips, windows, determinism, state, sharding, eval."""
+"""Window pipeline: arrays of many clips, windows, determinism, state, sharding."""
 import json
 
 import numpy as np
@@ -262,38 +262,3 @@ def test_train_iterator_from_clip_list_and_window_override(clips, wds):
     assert set(b) == {"sparse", "head"} and b["sparse"].shape == (3, 10, 54)
     it = P.make_train_iterator(wds, window=20, batch_size=3, seed=0, shard=None)
     assert next(it)["rot6d"].shape == (3, 20, 22, 6)
-
-
-def test_eval_iterator_whole_clips(arrays):
-    it = P.make_eval_iterator(arrays)
-    items = list(it)
-    assert [x["name"] for x in items] == list(arrays.names)  # every clip, name order
-    for x in items:
-        assert x["sparse"].shape == (LENGTHS[x["name"]], 54)  # frame 0 included
-        assert x["rot6d"].shape == (LENGTHS[x["name"]], 22, 6)
-        assert float(x["fps"]) == 30.0
-    it = P.make_eval_iterator(arrays, shard=(1, 2))
-    assert [x["name"] for x in it] == list(arrays.names[1::2])
-    it = P.make_eval_iterator(arrays)
-    next(it)
-    st = json.loads(json.dumps(it.get_state()))
-    rest = [x["name"] for x in it]
-    it2 = P.make_eval_iterator(arrays)
-    it2.set_state(st)
-    assert [x["name"] for x in it2] == rest
-
-
-def test_eval_iterator_windows_cover_frames_once(arrays):
-    it = P.make_eval_iterator(arrays, window=16, batch_size=5, keys=["sparse"])
-    covered = {n: np.zeros(T, int) for n, T in LENGTHS.items()}
-    for b in it:
-        assert b["sparse"].shape == (5, 16, 54) and b["mask"].shape == (5, 16)
-        for i in range(5):
-            name = arrays.names[b["clip"][i]]
-            s = b["start"][i]
-            m = b["mask"][i]
-            covered[name][s:s + m.sum()] += 1
-            clip = arrays.clip(b["clip"][i])["sparse"]
-            np.testing.assert_array_equal(b["sparse"][i][m], clip[s:s + m.sum()])
-    for n, cov in covered.items():
-        assert cov[0] == 0 and (cov[1:] == 1).all(), n

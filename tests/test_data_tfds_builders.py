@@ -108,6 +108,88 @@ def test_bandai_builder_with_synthetic_clips(tmp_path, monkeypatch):
     assert batch["sparse"].shape == (4, 41, 54) and batch["head"].shape == (4, 41, 3)
 
 
+@pytest.fixture(scope="module")
+def synthetic_tfds(tmp_path_factory):
+    """A prepared ``bandai_namco`` (fps30) of the FAKE_BANDAI clips: four in train, one in val."""
+    clips = [smpl_clip(name, T, {"dataset": int(name[8]), "content": name.split("_")[1],
+                                 "style": name.split("_")[2]}) for name, T in FAKE_BANDAI]
+    root = tmp_path_factory.mktemp("synthetic_tfds")
+    manual = root / "raw"
+    manual.mkdir()
+    (manual / "README").write_text("placeholder: tfds wants a non-empty manual_dir")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tb, "_bandai_clips", lambda manual_dir, config, workers: list(reversed(clips)))
+        mp.setattr(tb, "_split_clips", lambda cs: {"train": cs[:4], "val": cs[4:]})
+        tb.prepare("bandai_namco", root / "tfds", manual)
+    arrays = dict(zip([c.name for c in clips], P.clips_to_arrays(clips)))
+    train = sorted(c.name for c in clips)[:4]
+    return root / "tfds", {n: arrays[n] for n in train}
+
+
+def test_clip_records_index_and_partial_decode(synthetic_tfds):
+    data_dir, ref = synthetic_tfds
+    recs = tb.ClipRecords("bandai_namco", "train", data_dir)
+    assert len(recs) == 4 and set(recs.frame_keys) == {"joints", "rot6d", "root", "sparse"}
+    assert sorted(recs.names) == sorted(ref)
+    assert recs.lengths.dtype == np.int64
+    assert dict(zip(recs.names, recs.lengths.tolist())) == {n: len(a["sparse"]) for n, a in ref.items()}
+    i = recs.names.index("dataset-2_run_active_001")
+    rec = recs.read(i, ["sparse"])
+    assert rec["name"] == "dataset-2_run_active_001"
+    assert not {"joints", "rot6d", "root"} & set(rec)  # left encoded
+    np.testing.assert_array_equal(rec["sparse"], ref[rec["name"]]["sparse"])
+    np.testing.assert_array_equal(rec["offsets"], ref[rec["name"]]["offsets"])
+    assert float(rec["fps"]) == 30.0 and _text(rec["content"]) == "run"
+    full = recs.read(i)
+    for k in recs.frame_keys:
+        np.testing.assert_array_equal(full[k], ref[rec["name"]][k])
+    with pytest.raises(ConfigError, match="split 'test'"):
+        tb.ClipRecords("bandai_namco", "test", data_dir)
+    with pytest.raises(DataFormatError, match="not prepared"):
+        tb.ClipRecords("bandai_namco", "train", data_dir, config="fps60")
+
+
+@pytest.mark.parametrize("keys", [None, ["sparse", "head"], ["rot6d", "joints", "offsets", "clip"]])
+def test_from_tfds_equals_from_records(synthetic_tfds, keys):
+    """The record path gives the same arrays (hence the same batches) as the in-memory one."""
+    data_dir, ref = synthetic_tfds
+    want = P.ClipArrays.from_arrays(ref, keys)
+    for threads in (0, 2):
+        got = P.ClipArrays.from_tfds(str(data_dir), "train", keys=keys, num_threads=threads)
+        assert got.names == want.names
+        np.testing.assert_array_equal(got.bounds, want.bounds)
+        assert sorted(got.frames) == sorted(want.frames) and sorted(got.per_clip) == sorted(want.per_clip)
+        for k in want.frames:
+            assert got.frames[k].dtype == np.float32
+            np.testing.assert_array_equal(got.frames[k], want.frames[k], err_msg=k)
+        for k in want.per_clip:
+            np.testing.assert_array_equal(got.per_clip[k], want.per_clip[k], err_msg=k)
+    batch_keys = [k for k in (keys or P.DEFAULT_KEYS) if k in P.FRAME_KEYS]
+    a = P.make_train_iterator(got, 12, batch_size=6, seed=4, shard=None, keys=batch_keys)
+    b = P.make_train_iterator(want, 12, batch_size=6, seed=4, shard=None, keys=batch_keys)
+    for _ in range(5):
+        x, y = next(a), next(b)
+        for k in batch_keys:
+            np.testing.assert_array_equal(x[k], y[k])
+
+
+def test_from_tfds_chosen_clips_and_errors(synthetic_tfds):
+    data_dir, ref = synthetic_tfds
+    names = ["dataset-2_run_active_001", "dataset-1_walk_happy_001"]
+    got = P.ClipArrays.from_tfds(str(data_dir), "train", keys=["sparse"], names=names)
+    want = P.ClipArrays.from_arrays({n: ref[n] for n in names}, ["sparse"])
+    assert got.names == tuple(sorted(names)) == want.names
+    np.testing.assert_array_equal(got.frames["sparse"], want.frames["sparse"])
+    empty = P.ClipArrays.from_tfds(str(data_dir), "train", keys=["sparse"], names=[])
+    assert empty.num_clips == 0 and empty.frames["sparse"].shape == (0, 54)
+    with pytest.raises(ConfigError, match="not in the split"):
+        P.ClipArrays.from_tfds(str(data_dir), "train", names=["dataset-9_nope_x_001"])
+    with pytest.raises(ConfigError, match="unknown keys"):
+        P.ClipArrays.from_tfds(str(data_dir), "train", keys=["sparse", "velocity"])
+    ds = P.WindowDataset.from_tfds(str(data_dir), "train", window=41, keys=["sparse"])
+    assert len(ds) == sum(max(len(a["sparse"]) - 1 - 41 + 1, 0) for a in ref.values())
+
+
 def test_data_source_errors(tmp_path):
     with pytest.raises(ConfigError, match="unknown dataset"):
         tb.get_builder("kit_ml", tmp_path)

@@ -133,7 +133,7 @@ def test_mem_mlp_stream_export(tmp_path):
                                 dict(head_depth=2, memory_into_heads=False)])
 def test_stream_forward_equals_model(kw):
     """The export's forward pass (position head on the last frame only) equals MemMLP."""
-    from mmar.export.tflite import _mem_mlp_window_last_pos
+    from mmar.export.tflite import mem_mlp_window_last_pos
     from mmar.models.mem_mlp import zero_memory
 
     cfg = MemMLPConfig(window=5, dim=16, depth=4, code_dim=8, **kw)
@@ -143,7 +143,7 @@ def test_stream_forward_equals_model(kw):
     memory = {k: jnp.asarray(rng.randn(*v.shape).astype(np.float32)) for k, v in zero_memory(cfg, 2).items()}
     variables = model.init(jax.random.PRNGKey(5), x, memory)
     ref = model.apply(variables, x, memory)
-    got = jax.jit(lambda a, m: _mem_mlp_window_last_pos(model, variables, a, m))(x, memory)
+    got = jax.jit(lambda a, m: mem_mlp_window_last_pos(model, variables, a, m))(x, memory)
     assert set(got) == ({"rot6d", "pos"} if cfg.use_pos_head else {"rot6d"})
     np.testing.assert_allclose(got["rot6d"], ref["rot6d"], atol=1e-5)
     if cfg.use_pos_head:

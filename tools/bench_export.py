@@ -133,29 +133,6 @@ def _kmeans_codebook(task, variables, train_clips, k: int, frames: int = 20000, 
     return out
 
 
-def _export_fn(task, variables, cfg):
-    """``(fn, input_specs)`` that :func:`mmar.export.card.export_model` exports for this model."""
-    import jax
-    import jax.numpy as jnp
-
-    from mmar.export import tflite as T
-
-    variables = jax.tree.map(jnp.asarray, variables)
-    extra = {k: v for k, v in variables.items() if k != "params"}
-    mcfg = task.model.config
-    if cfg.task == "motionmar":
-        from mmar.export import motionmar as MM
-
-        m = cfg.model
-        fn = MM.motionmar_window_fn(MM.export_model(mcfg), variables, task.vq_model, extra["vqvae"], decode=m.decode,
-                                    temperature=m.soft_temperature, guidance=m.guidance, refine=m.refine)
-        return fn, MM.motionmar_window_specs(mcfg)
-    mv = task.model_vars(variables)
-    if cfg.task == "agrol_mlp":
-        return T.agrol_window_fn(task.model, mv), T.agrol_window_specs(mcfg)
-    return T.mem_mlp_stream_fn(task.model, mv, task.vq_model, extra.get("vqvae")), T.mem_mlp_stream_specs(mcfg)
-
-
 def _step_functions(task, variables, cfg, frames):
     """``(jax_fn, jax_args, tflite_feed)`` of one exported call on real ``frames (T, 54)``:
     a window of the first ``W`` frames, or stream step ``W`` with the state the model reaches
@@ -165,8 +142,9 @@ def _step_functions(task, variables, cfg, frames):
     import numpy as np
 
     from mmar.export import tflite as T
+    from mmar.export.card import export_fn
 
-    fn, specs = _export_fn(task, variables, cfg)
+    fn, specs = export_fn(task, variables, task.export_modes[0])
     W = task.model.config.window
     if cfg.task in ("agrol_mlp", "motionmar"):
         feed = {"sparse": np.asarray(frames[None, :W], np.float32)}
@@ -308,7 +286,7 @@ def _profile_stream(task, variables, frames, iters):
             (lambda w, s, r, c: model.apply(mv, w, {"sparse": s, "rot6d": r, "code": c}),
              {"w": win, "s": mem["sparse"], "r": mem["rot6d"], "c": mem["code"]}),
         "backbone + rotation head + position head on the last frame (exported)":
-            (lambda w, s, r, c: T._mem_mlp_window_last_pos(model, mv, w, {"sparse": s, "rot6d": r, "code": c}),
+            (lambda w, s, r, c: T.mem_mlp_window_last_pos(model, mv, w, {"sparse": s, "rot6d": r, "code": c}),
              {"w": win, "s": mem["sparse"], "r": mem["rot6d"], "c": mem["code"]}),
         "next memory: 6D re-orthonormalisation + VQ encoder + nearest code (W frames)":
             (lambda w, r: make_memory(w, r, vq if cfg.use_code else None, vqv, cfg.code_dim),
@@ -362,10 +340,10 @@ def main() -> None:
 
     from mmar.data.benchmark import load_sparse_benchmark
     from mmar.eval.sparse import sparse_metrics
-    from mmar.export.card import export_model
-    from mmar.run import load
+    from mmar.export.card import export_fn, export_model
     from mmar.export.runtime import TFLiteModel
     from mmar.export.tflite import export_tflite
+    from mmar.run import load
 
     quants = [q.strip() for q in args.quantize.split(",") if q.strip()]
     tmp = None
@@ -410,7 +388,7 @@ def main() -> None:
             path = os.path.join(out_dir, f"{stem}_{q.replace(' ', '_')}.tflite")
             if q == "int8 full integer":
                 rep = _representative(task, variables, cfg, bench.subset("train", 200), args.full_int8)
-                fn, specs = _export_fn(task, variables, cfg)
+                fn, specs = export_fn(task, variables, task.export_modes[0])
                 export_tflite(fn, specs, path, "int8", representative_data=lambda rep=rep: rep)
             else:
                 export_model(task, variables, cfg, path, quantize=q, latency_iters=5, source=str(ckpt))

@@ -23,14 +23,14 @@ def _profile(root, n_per_archive: int = 40) -> None:
     from mmar.data import bvh
     from mmar.data.bandai import BANDAI_SCALE, bandai_archives
     from mmar.data.clip import JOINT_MAPS
-    from mmar.data.sources import _iter_archive_raw
+    from mmar.data.sources import iter_archive_raw
     from mmar.skeleton import SMPL22_NAMES, SMPL22_PARENTS
 
     t = dict.fromkeys(["decompress", "hierarchy+numbers", "euler", "fk+retarget", "smpl fk"], 0.0)
     frames = 0
     clips = 0
     for a in bandai_archives(root):
-        it = _iter_archive_raw(str(a))
+        it = iter_archive_raw(str(a))
         t0 = time.perf_counter()
         texts = []
         for k, (name, text, _j, src, _js) in enumerate(it):

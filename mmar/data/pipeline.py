@@ -1,5 +1,5 @@
 """Grain input pipeline of the sparse-to-full-body models: random windows over the clips of
-a split, and a sequential evaluation iterator over whole clips.
+a split.
 
 Design (throughput first). Per-record Python work is what makes a window pipeline slow, so
 nothing here touches one window at a time:
@@ -9,7 +9,9 @@ nothing here touches one window at a time:
   ``head (N, 3)``) plus clip boundaries. It is loaded once, from a list of
   :class:`~mmar.data.clip.Clip` (:meth:`ClipArrays.from_clips`), from the ``mmar convert``
   npz layout (:meth:`ClipArrays.from_arrays`) or from the ArrayRecord files written by
-  :mod:`mmar.data.tfds_builders` (:meth:`ClipArrays.from_tfds`).
+  :mod:`mmar.data.tfds_builders` (:meth:`ClipArrays.from_tfds`: a grain pass over the
+  records that decodes only the requested arrays of the chosen clips, in read threads,
+  straight into the concatenated arrays).
 * :class:`WindowDataset` numbers every valid window ``(clip, start)`` of length ``W`` and
   turns a vector of window ids into a batch with one ``np.take`` per array.
 * :func:`make_train_iterator` is a grain ``MapDataset`` whose element ``i`` is *batch* ``i``:
@@ -33,7 +35,9 @@ the world). Optional keys: ``offsets (B, 22, 3)`` and ``fps (B,)`` of the window
 
 Memory: every host holds the whole split, only the requested keys (1 kB per frame with every
 key; the Bandai train split at 30 fps is 0.30 M frames: 0.31 GB, or 69 MB for ``sparse`` +
-``head``). One core makes far more than 20,000 windows of 41 frames per second
+``head``). :meth:`ClipArrays.from_tfds` allocates those arrays once and fills them, so its
+peak is the kept arrays plus a few records; building from mappings (``from_arrays``,
+``from_records``) holds the per-clip arrays and their concatenation at once. One core makes far more than 20,000 windows of 41 frames per second
 (``tools/bench_pipeline.py``: about 3e5 windows/s with ``sparse``, 6e4 with every key), so
 ``worker_count=0`` is the normal setting; worker processes (``mp_prefetch``) give the same
 stream but each receives a pickled copy of the arrays and takes seconds to start.
@@ -146,11 +150,7 @@ class ClipArrays:
         """From mappings with ``name`` and the ``mmar convert`` arrays (``joints``,
         ``rot6d``, ``root``, ``sparse``, ``offsets``, ``fps``; ``head`` is derived from
         ``joints``). ``keys`` limits the per-frame arrays kept (default: all available)."""
-        want = set(FRAME_KEYS if keys is None else keys) & set(FRAME_KEYS)
-        unknown = set(keys or ()) - set(FRAME_KEYS) - set(CLIP_KEYS) - set(INDEX_KEYS)
-        if unknown:
-            raise ConfigError(f"unknown keys {sorted(unknown)}; known: "
-                              f"{sorted(FRAME_KEYS) + sorted(CLIP_KEYS) + list(INDEX_KEYS)}")
+        want = _wanted_frame_keys(keys)
         items = []
         for rec in records:
             name = rec["name"]
@@ -213,11 +213,96 @@ class ClipArrays:
 
     @classmethod
     def from_tfds(cls, data_dir: str, split: str, name: str = "bandai_namco",
-                  config: str | None = None, keys: Sequence[str] | None = None) -> "ClipArrays":
-        """From the ArrayRecord files of a prepared :mod:`mmar.data.tfds_builders` dataset."""
-        from mmar.data.tfds_builders import data_source
+                  config: str | None = None, keys: Sequence[str] | None = None, *,
+                  names: Sequence[str] | None = None, num_threads: int = 2) -> "ClipArrays":
+        """From the ArrayRecord files of a prepared :mod:`mmar.data.tfds_builders` dataset
+        (see :meth:`from_clip_records`)."""
+        from mmar.data.tfds_builders import ClipRecords
 
-        return cls.from_data_source(data_source(name, split, data_dir, config=config), keys)
+        return cls.from_clip_records(ClipRecords(name, split, data_dir, config), keys,
+                                     names=names, num_threads=num_threads)
+
+    @classmethod
+    def from_clip_records(cls, records: Any, keys: Sequence[str] | None = None, *,
+                          names: Sequence[str] | None = None,
+                          num_threads: int = 2) -> "ClipArrays":
+        """From a :class:`mmar.data.tfds_builders.ClipRecords` (a prepared split).
+
+        The split's index (names, lengths) gives the clip boundaries first; then a grain pass
+        over the chosen records (``num_threads`` read threads: zlib releases the GIL) decodes
+        only the per-frame arrays of ``keys`` and copies each into its place. Memory: the kept
+        arrays, once. The result equals :meth:`from_records` of the same clips and keys.
+
+        Args:
+          records: the split.
+          keys: per-frame arrays to keep (default: every one the records have).
+          names: the clips to read (default: all).
+          num_threads: grain read threads (0: read in this thread).
+        """
+        import grain
+
+        want = _wanted_frame_keys(keys)
+        have = set(records.frame_keys)
+        kept = sorted(k for k in want if k in have or (k == "head" and "joints" in have))
+        decode = {"joints" if k == "head" else k for k in kept}
+        all_names = records.names
+        if len(set(all_names)) != len(all_names):
+            raise ShapeError("duplicate clip names")
+        if names is None:
+            idx = sorted(range(len(all_names)), key=all_names.__getitem__)
+        else:
+            pos = {n: i for i, n in enumerate(all_names)}
+            missing = sorted(set(names) - set(pos))
+            if missing:
+                raise ConfigError(f"clips not in the split: {missing[:5]}"
+                                  f"{' ...' if len(missing) > 5 else ''}")
+            idx = [pos[n] for n in sorted(set(names))]
+        lengths = np.asarray(records.lengths, np.int64)[idx]
+        bounds = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        N, C = int(bounds[-1]), len(idx)
+        frames = {k: np.empty((N,) + FRAME_KEYS[k], np.float32) for k in kept}
+        clip_keys = [k for k in CLIP_KEYS if k in records.features]
+        per_clip = {k: np.empty((C,) + CLIP_KEYS[k], np.float32) for k in clip_keys}
+        if C:
+            dataset = grain.MapDataset.source(idx).map(_ReadClip(records, decode))
+            read = grain.ReadOptions(num_threads=num_threads,
+                                     prefetch_buffer_size=max(1, 4 * num_threads))
+            it = iter(dataset.to_iter_dataset(read))
+            try:
+                for c, rec in enumerate(it):
+                    a, b = bounds[c], bounds[c + 1]
+                    for k in kept:
+                        v = rec["joints"][:, HEAD] if k == "head" else rec[k]
+                        if v.shape != (b - a,) + FRAME_KEYS[k]:
+                            raise ShapeError(f"clip {rec['name']}: {k} must be ({b - a}, "
+                                             f"{FRAME_KEYS[k]}), got {v.shape}")
+                        frames[k][a:b] = v
+                    for k in clip_keys:
+                        per_clip[k][c] = np.asarray(rec[k], np.float32).reshape(CLIP_KEYS[k])
+            finally:  # stop the read threads now, not when the iterator is collected
+                close = getattr(it, "close", None)
+                if close is not None:
+                    close()
+        return cls([all_names[i] for i in idx], bounds, frames, per_clip)
+
+
+def _wanted_frame_keys(keys: Sequence[str] | None) -> set[str]:
+    """The per-frame arrays asked for by ``keys`` (None: all); unknown keys raise."""
+    unknown = set(keys or ()) - set(FRAME_KEYS) - set(CLIP_KEYS) - set(INDEX_KEYS)
+    if unknown:
+        raise ConfigError(f"unknown keys {sorted(unknown)}; known: "
+                          f"{sorted(FRAME_KEYS) + sorted(CLIP_KEYS) + list(INDEX_KEYS)}")
+    return set(FRAME_KEYS if keys is None else keys) & set(FRAME_KEYS)
+
+
+class _ReadClip:
+    """Record ``i`` of a ``ClipRecords`` with the per-frame arrays ``keys`` decoded."""
+
+    def __init__(self, records: Any, keys: Iterable[str]):
+        self.records, self.keys = records, tuple(keys)
+
+    def __call__(self, i: int) -> dict[str, Any]:
+        return self.records.read(i, self.keys)
 
 
 # --------------------------------------------------------------------------
@@ -511,95 +596,7 @@ def make_train_iterator(source: WindowDataset | ClipArrays | Sequence[Any],
     return BatchIterator(dataset, settings, num_threads, prefetch, worker_count)
 
 
-class _EvalClip:
-    def __init__(self, clips: ClipArrays, order: np.ndarray, keys: Sequence[str]):
-        self.clips, self.order, self.keys = clips, order, tuple(keys)
-
-    def __call__(self, i: int) -> dict[str, Any]:
-        c = int(self.order[i])
-        a, b = self.clips.bounds[c], self.clips.bounds[c + 1]
-        out: dict[str, Any] = {"name": self.clips.names[c], "clip": c}
-        for k in self.keys:
-            if k in FRAME_KEYS:
-                out[k] = self.clips.frames[k][a:b]
-            elif k in CLIP_KEYS:
-                out[k] = self.clips.per_clip[k][c]
-        return out
-
-
-class _EvalWindows:
-    def __init__(self, ds: WindowDataset, c: np.ndarray, start: np.ndarray, batch_size: int):
-        self.ds, self.c, self.start, self.batch_size = ds, c, start, batch_size
-
-    def __call__(self, b: int) -> dict[str, np.ndarray]:
-        sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
-        c, start = self.c[sl], self.start[sl]
-        n = len(c)
-        real = np.ones((self.batch_size, 1), bool)
-        if n < self.batch_size:  # pad the last batch with masked-out copies
-            pad = self.batch_size - n
-            c = np.concatenate([c, np.repeat(c[-1:], pad)])
-            start = np.concatenate([start, np.repeat(start[-1:], pad)])
-            real[n:] = False
-        return self.ds._gather_at(c, start, mask_frames=real)
-
-
-def make_eval_iterator(source: WindowDataset | ClipArrays | Sequence[Any], *,
-                       window: int | None = None, batch_size: int | None = None,
-                       shard: Any = None, keys: Sequence[str] | None = None) -> BatchIterator:
-    """A deterministic sequential pass over the clips of a split (clips in name order).
-
-    * ``window=None`` (default): one element per clip, ``{"name", "clip", <arrays of the whole
-      clip, frame 0 included: arrays keep length T; metrics skip frame 0>, "offsets",
-      "fps"}``.
-    * ``window=W``, ``batch_size=B``: batches of consecutive non-overlapping windows that
-      cover frames ``1 .. T-1`` of every clip (windows start at ``1, 1 + W, ...``); the tail
-      of a clip and the padding of the last batch are marked False in ``mask (B, W)``; ``clip``
-      and ``start`` say where each window lies.
-
-    ``shard``: ``None`` (every clip, default), ``"auto"``, ``(index, count)`` or a
-    ``ShardOptions``: host ``i`` takes clips ``i, i + count, ...``.
-    """
-    import grain
-
-    if isinstance(source, WindowDataset):
-        clips = source.clips
-        keys = list(source.keys if keys is None else keys)
-    elif isinstance(source, ClipArrays):
-        clips = source
-    else:
-        clips = ClipArrays.from_clips(list(source), keys=keys)
-    if keys is None:
-        keys = [k for k in DEFAULT_KEYS if k in clips.frames] + [k for k in CLIP_KEYS
-                                                                    if k in clips.per_clip]
-    keys = [k for k in keys if k not in INDEX_KEYS]
-    opts = _shard_options(shard, drop_remainder=False)
-    order = np.arange(opts.shard_index, clips.num_clips, opts.shard_count)
-    settings = {"kind": "eval", "keys": list(keys), "shard": [int(opts.shard_index),
-                int(opts.shard_count)], "num_clips": clips.num_clips, "window": window,
-                "batch_size": batch_size}
-    if window is None:
-        dataset = grain.MapDataset.range(len(order)).map(_EvalClip(clips, order, keys))
-        return BatchIterator(dataset, settings, 0, 0, 0)
-    if batch_size is None:
-        raise ConfigError("batch_size is required with window")
-    ds = WindowDataset(clips, window, short="pad",
-                       keys=[k for k in keys if k in FRAME_KEYS or k in CLIP_KEYS]
-                       + ["clip", "start", "mask"])
-    cs, starts = [], []
-    for c in order:
-        T = int(clips.lengths[c])
-        s = np.arange(1, T, window)
-        cs.append(np.full(len(s), c))
-        starts.append(s)
-    c_all = np.concatenate(cs or [np.zeros(0, np.int64)]).astype(np.int64)
-    s_all = np.concatenate(starts or [np.zeros(0, np.int64)]).astype(np.int64)
-    num_batches = -(-len(c_all) // batch_size)
-    dataset = grain.MapDataset.range(num_batches).map(_EvalWindows(ds, c_all, s_all, batch_size))
-    return BatchIterator(dataset, settings, 0, 0, 0)
-
-
 __all__ = [
-    "ClipArrays", "WindowDataset", "BatchIterator", "make_train_iterator", "make_eval_iterator",
+    "ClipArrays", "WindowDataset", "BatchIterator", "make_train_iterator",
     "clips_to_arrays", "FRAME_KEYS", "CLIP_KEYS", "DEFAULT_KEYS",
 ]

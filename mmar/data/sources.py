@@ -83,7 +83,7 @@ def _parse_labels(text: str | None, where: str) -> dict | None:
 _MAX_UNPAIRED = 256
 
 
-def _iter_archive_raw(path: str, progress: Callable[[int], None] | None = None):
+def iter_archive_raw(path: str, progress: Callable[[int], None] | None = None):
     """Stream a tar archive; pair ``x.bvh`` with ``x.json`` of the same directory.
 
     A BVH member waits (in memory) for its JSON, which may come later in the archive; once
@@ -207,7 +207,7 @@ def iter_bvh_sources(inputs) -> Iterator[tuple[str, str, dict | None, str]]:
     :class:`DataFormatError`.
     """
     for kind, p in _expand(inputs):
-        it = _iter_archive_raw(p) if kind == "archive" else [_iter_file_raw(p)]
+        it = iter_archive_raw(p) if kind == "archive" else [_iter_file_raw(p)]
         for name, text, jtext, src, jsrc in it:
             yield name, text, _parse_labels(jtext, jsrc or src), src
 
@@ -328,7 +328,7 @@ def _run_task(task, scale: float, transform: Transform | None, report_clips: boo
     if kind == "archive":
         (path,) = paths
         try:
-            for name, text, jtext, src, jsrc in _iter_archive_raw(path, progress=lambda b: _report(b)):
+            for name, text, jtext, src, jsrc in iter_archive_raw(path, progress=lambda b: _report(b)):
                 n0 = len(out)
                 _parse_one(name, text, jtext, src, jsrc, scale, transform, out, errors)
                 if report_clips:

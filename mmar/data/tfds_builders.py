@@ -32,13 +32,18 @@ TensorFlow):
 Splits without any clip are not written. Records are stored in tfds' key-hash order;
 :class:`mmar.data.pipeline.ClipArrays` sorts them by name.
 
-Helpers: :func:`prepare` builds (or reuses) a dataset, :func:`data_source` opens a split.
+Helpers: :func:`prepare` builds (or reuses) a dataset, :func:`data_source` opens a split
+(every feature decoded), :class:`ClipRecords` opens a split for the training pipeline: the
+per-frame arrays stay zlib-encoded until asked for, and ``names`` / ``lengths`` index the
+split, so a reader decodes only the arrays and clips it keeps
+(:meth:`mmar.data.pipeline.ClipArrays.from_tfds`). The sparse-body tasks read a prepared
+dataset with ``data.tfds_dir`` (:class:`mmar.tasks.base.BenchmarkDataConfig`).
 
 Example::
 
     from mmar.data import tfds_builders, pipeline
-    tfds_builders.prepare("bandai_namco", "~/tfds", "../shared/data/bandai-namco")
-    ds = pipeline.WindowDataset.from_tfds("~/tfds", "train", window=41)
+    tfds_builders.prepare("bandai_namco", "~/tfds", "../shared/data/bandai-namco", config="fps60")
+    ds = pipeline.WindowDataset.from_tfds("~/tfds", "train", window=41, config="fps60")
 """
 from __future__ import annotations
 
@@ -478,22 +483,109 @@ def prepare(name: str, data_dir: str, manual_dir: str,
     return builder
 
 
-def data_source(name: str, split: str, data_dir: str,
-                config: str | tfds.core.BuilderConfig | None = None):
-    """Random-access source of a prepared split (``builder.as_data_source``): ``len(src)``,
-    ``src[i] -> dict`` of numpy arrays, ``bytes`` texts."""
+def prepared_builder(name: str, data_dir: str,
+                     config: str | tfds.core.BuilderConfig | None = None, split: str | None = None):
+    """The builder of a prepared dataset (``DataFormatError`` if it is not prepared in
+    ``data_dir``; ``ConfigError`` if ``split`` is given and the dataset has no such split)."""
     builder = get_builder(name, data_dir, config)
     if not builder.is_prepared():
         raise DataFormatError(
             f"dataset {builder.name}/{builder.builder_config.name} is not prepared; run "
             f"mmar.data.tfds_builders.prepare first", builder.data_dir)
-    if split not in builder.info.splits:
+    if split is not None and split not in builder.info.splits:
         raise ConfigError(f"split {split!r} not in {builder.name} "
                           f"(have {sorted(builder.info.splits)})")
-    return builder.as_data_source(split=split)
+    return builder
+
+
+def data_source(name: str, split: str, data_dir: str,
+                config: str | tfds.core.BuilderConfig | None = None):
+    """Random-access source of a prepared split (``builder.as_data_source``): ``len(src)``,
+    ``src[i] -> dict`` of numpy arrays, ``bytes`` texts; every feature is decoded."""
+    return prepared_builder(name, data_dir, config, split).as_data_source(split=split)
+
+
+def _text(x) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)
+
+
+def _per_frame(feature) -> bool:
+    shape = getattr(feature, "shape", None)
+    return isinstance(feature, tfds.features.Tensor) and bool(shape) and shape[0] is None
+
+
+class ClipRecords:
+    """The clips of a prepared split, read at random and decoded only as far as asked.
+
+    ``data_source`` decodes every feature of a record, and the per-frame arrays (``(T, ...)``
+    tensors: ``joints``, ``rot6d``, ``root``, ``sparse``; ``features`` for HumanML3D) are
+    zlib-compressed: decoding them is the cost of reading a split. Here they stay encoded
+    until :meth:`read` is asked for them. :attr:`names` and :attr:`lengths` index the split
+    (one pass that decodes only the smallest per-frame array), so that a reader can choose
+    clips and allocate its arrays before reading. Safe to read from several threads.
+
+    Attributes:
+      builder: the tfds builder; ``features``: its ``FeaturesDict``.
+      frame_keys: the per-frame features.
+    """
+
+    def __init__(self, name: str, split: str, data_dir: str,
+                 config: str | tfds.core.BuilderConfig | None = None):
+        self.builder = prepared_builder(name, data_dir, config, split)
+        self.split = split
+        self.features = self.builder.info.features
+        self.frame_keys = tuple(k for k, f in self.features.items() if _per_frame(f))
+        if "name" not in self.features or not self.frame_keys:
+            raise DataFormatError(f"{self.builder.name}: records need a name and per-frame "
+                                  f"arrays", self.builder.data_dir)
+        self._source = self.builder.as_data_source(
+            split=split, decoders={k: tfds.decode.SkipDecoding() for k in self.frame_keys})
+        self._index: tuple[tuple[str, ...], np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def _build_index(self) -> tuple[tuple[str, ...], np.ndarray]:
+        if self._index is None:
+            probe = min(self.frame_keys,
+                        key=lambda k: int(np.prod(self.features[k].shape[1:], dtype=np.int64)))
+            names, lengths = [], []
+            for i in range(len(self._source)):
+                rec = self._source[i]
+                names.append(_text(rec["name"]))
+                lengths.append(self.features[probe].decode_example_np(rec[probe]).shape[0])
+            self._index = (tuple(names), np.asarray(lengths, np.int64))
+        return self._index
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Clip names in record order."""
+        return self._build_index()[0]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Frames of each clip, in record order."""
+        return self._build_index()[1]
+
+    def read(self, i: int, keys: Iterable[str] | None = None) -> dict[str, Any]:
+        """Record ``i``: ``name`` (``str``), the per-frame arrays of ``keys`` (default: all)
+        decoded (read-only float32 arrays), every other feature as tfds decodes it."""
+        keys = None if keys is None else set(keys)
+        rec = self._source[int(i)]
+        out: dict[str, Any] = {}
+        for k, v in rec.items():
+            if k in self.frame_keys:
+                if keys is None or k in keys:
+                    out[k] = self.features[k].decode_example_np(v)
+            elif k == "name":
+                out[k] = _text(v)
+            else:
+                out[k] = v
+        return out
 
 
 __all__ = [
     "BandaiNamco", "BandaiNamcoConfig", "Amass", "AmassConfig", "HumanML3D", "HumanML3DConfig",
-    "BUILDERS", "motion_features", "get_builder", "prepare", "data_source",
+    "BUILDERS", "motion_features", "get_builder", "prepare", "prepared_builder", "data_source",
+    "ClipRecords",
 ]

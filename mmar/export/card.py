@@ -87,6 +87,31 @@ class Exported(NamedTuple):
     call_once: Callable
 
 
+def export_fn(task, variables, mode: str) -> tuple[Callable, dict]:
+    """``(fn, input_specs)``: the pure function of ``task``'s model with ``variables`` (as saved)
+    that is converted in ``mode`` (``window``: a window of sparse frames in, the last frame's
+    pose out; ``stream``: one frame and the state in, the pose and the next state out)."""
+    import jax
+    import jax.numpy as jnp
+
+    from mmar.export import tflite as T
+
+    variables = jax.tree.map(jnp.asarray, variables)
+    mcfg = task.model.config
+    if mode == "stream":
+        fn = T.mem_mlp_stream_fn(task.model, task.model_vars(variables), task.vq_model, variables.get("vqvae"))
+        return fn, T.mem_mlp_stream_specs(mcfg)
+    if task.cfg.task == "motionmar":  # the whole window model as one graph (mmar/export/motionmar.py)
+        from mmar.export import motionmar as MM
+
+        m = task.m
+        fn = MM.motionmar_window_fn(MM.export_model(mcfg), variables, task.vq_model, variables["vqvae"],
+                                    decode=m.decode, temperature=m.soft_temperature, guidance=m.guidance,
+                                    refine=m.refine)
+        return fn, MM.motionmar_window_specs(mcfg)
+    return T.agrol_window_fn(task.model, task.model_vars(variables)), T.agrol_window_specs(mcfg)
+
+
 def convert(task, variables, out: str, quantize: str, mode: str, sparse: np.ndarray) -> Exported:
     """Convert ``task``'s model with ``variables`` (as saved) to ``out`` in ``mode``."""
     import jax
@@ -95,31 +120,19 @@ def convert(task, variables, out: str, quantize: str, mode: str, sparse: np.ndar
     from mmar.export import tflite as T
     from mmar.export.runtime import StreamRuntime, TFLiteModel
 
-    variables = jax.tree.map(jnp.asarray, variables)
-    mcfg = task.model.config
+    fn, specs = export_fn(task, variables, mode)
+    T.export_tflite(fn, specs, out, quantize)
+    W = task.model.config.window
     if mode == "window":
-        if task.cfg.task == "motionmar":  # the whole window model as one graph (mmar/export/motionmar.py)
-            from mmar.export import motionmar as MM
-
-            m = task.m
-            specs = MM.motionmar_window_specs(mcfg)
-            fn = MM.motionmar_window_fn(MM.export_model(mcfg), variables, task.vq_model, variables["vqvae"],
-                                        decode=m.decode, temperature=m.soft_temperature, guidance=m.guidance,
-                                        refine=m.refine)
-        else:
-            specs = T.agrol_window_specs(mcfg)
-            fn = T.agrol_window_fn(task.model, task.model_vars(variables))
-        T.export_tflite(fn, specs, out, quantize)
         model = TFLiteModel(out)
-        x = sparse[None, : mcfg.window]
-        return Exported(specs, None, lambda s: np.asarray(fn(jnp.asarray(s[None, : mcfg.window]))["rot6d"]),
-                        lambda s: model({"sparse": s[None, : mcfg.window]})["rot6d"], lambda: model({"sparse": x}))
+        x = sparse[None, :W]
+        return Exported(specs, None, lambda s: np.asarray(fn(jnp.asarray(s[None, :W]))["rot6d"]),
+                        lambda s: model({"sparse": s[None, :W]})["rot6d"], lambda: model({"sparse": x}))
     from mmar.models.mem_mlp import predict_clip
 
+    variables = jax.tree.map(jnp.asarray, variables)
     model_vars, vq_vars = task.model_vars(variables), variables.get("vqvae")
-    specs = T.mem_mlp_stream_specs(mcfg)
-    T.export_tflite(T.mem_mlp_stream_fn(task.model, model_vars, task.vq_model, vq_vars), specs, out, quantize)
-    state_spec = T.mem_mlp_state_spec(mcfg)
+    state_spec = T.mem_mlp_state_spec(task.model.config)
     rt = StreamRuntime(out, state_spec)
 
     def reference(s):

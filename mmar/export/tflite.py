@@ -196,19 +196,19 @@ def mem_mlp_stream_fn(model, variables, vq_model=None, vq_variables=None) -> Cal
 
     Same outputs as ``stream_step``, less work: the rotation head runs on the whole window
     (the next memory needs every frame of it) but the position head only on the last frame,
-    the only one a stream step returns (:func:`_mem_mlp_window_last_pos`).
+    the only one a stream step returns (:func:`mem_mlp_window_last_pos`).
     """
     import jax.numpy as jnp
 
-    from mmar.models.mem_mlp import _vq_needed, advance_window, make_memory
+    from mmar.models.mem_mlp import require_vq_model, advance_window, make_memory
 
     cfg = model.config
-    _vq_needed(cfg, vq_model)
+    require_vq_model(cfg, vq_model)
 
     def fn(sparse_frame, window, memory_sparse, memory_rot6d, memory_code, t):
         memory = {"sparse": memory_sparse, "rot6d": memory_rot6d, "code": memory_code}
         new_window = advance_window(window, sparse_frame, t[0], cfg.pad_mode)
-        out = _mem_mlp_window_last_pos(model, variables, new_window, memory)
+        out = mem_mlp_window_last_pos(model, variables, new_window, memory)
         if cfg.active_memory_layers():
             new_mem = make_memory(new_window, out["rot6d"], vq_model if cfg.use_code else None, vq_variables,
                                   cfg.code_dim)
@@ -246,7 +246,7 @@ def _mlp_block_last_frame(block_params, x, extra):
     return x + nn.silu(y)
 
 
-def _mem_mlp_window_last_pos(model, variables, window, memory) -> dict:
+def mem_mlp_window_last_pos(model, variables, window, memory) -> dict:
     """``MemMLP.apply(variables, window, memory)`` at inference, with ``pos`` of the last frame.
 
     Returns ``rot6d (B, W, 22, 6)`` for every frame (as the model) and, with the position

@@ -444,7 +444,8 @@ def init_stream_state(config: MemMLPConfig, batch_size: int, dtype=jnp.float32) 
     )
 
 
-def _vq_needed(cfg: MemMLPConfig, vq_model) -> None:
+def require_vq_model(cfg: MemMLPConfig, vq_model) -> None:
+    """Raise ConfigError when ``cfg``'s memory needs the frozen VQ-VAE and ``vq_model`` is None."""
     if cfg.active_memory_layers() and cfg.use_code and vq_model is None:
         raise ConfigError("Mem-MLP streaming with code vectors needs the frozen VQ-VAE (vq_model)")
 
@@ -485,7 +486,7 @@ def stream_step(
     VQ-VAE variables. Jit-able (e.g. ``jax.jit(functools.partial(stream_step, model))``).
     """
     cfg = model.config
-    _vq_needed(cfg, vq_model)
+    require_vq_model(cfg, vq_model)
     if sparse_frame.shape != state.window.shape[:1] + (cfg.sparse_dim,):
         raise ShapeError(f"stream_step: frame must be {state.window.shape[:1] + (cfg.sparse_dim,)}, got {sparse_frame.shape}")
     window = advance_window(state.window, sparse_frame, state.t, cfg.pad_mode)
@@ -501,7 +502,7 @@ def make_streamer(model: MemMLP, vq_model=None) -> tuple[Callable, Callable]:
 
     with ``params = {"mem_mlp": mem_mlp_variables, "vqvae": vqvae_variables}``.
     """
-    _vq_needed(model.config, vq_model)
+    require_vq_model(model.config, vq_model)
 
     def init(batch_size: int, dtype=jnp.float32) -> StreamState:
         return init_stream_state(model.config, batch_size, dtype)
@@ -525,7 +526,7 @@ def predict_clip(
     running :func:`stream_step` frame by frame. Returns ``rot6d (B, T, 22, 6)`` (and ``pos``,
     ``pos_rel (B, T, 22, 3)`` with the position head)."""
     cfg = model.config
-    _vq_needed(cfg, vq_model)
+    require_vq_model(cfg, vq_model)
     if sparse_clip.ndim != 3 or sparse_clip.shape[-1] != cfg.sparse_dim:
         raise ShapeError(f"predict_clip: sparse clip must be (B, T, {cfg.sparse_dim}), got {tuple(sparse_clip.shape)}")
     B, T = sparse_clip.shape[:2]

@@ -164,7 +164,7 @@ class MotionMAR(nn.Module):
         sch = self.config.schedule
         x = cond.sos if k == 0 else self.word_embed(prev)
         add = None if cond.additive is None else cond.additive[:, sch.starts[k]:sch.ends[k]]
-        return self.transformer._decode(cache, x, k, cond.adaln, add, None, None, None, None)
+        return self.transformer.decode_step(cache, x, k, cond.adaln, add, None, None, None, None)
 
     def refine(self, pose: Array, sparse: Array) -> Array:
         """MRN: ``pose (B, W, 132)`` -> refined pose (identity when the config has no MRN)."""

@@ -771,7 +771,7 @@ class ScaleARTransformer(nn.Module):
         return self._head(h, cond)
 
     # ---- cached decoding ------------------------------------------------------
-    def _decode(self, cache: dict, x: Array, k: int, cond: Array, additive: Array | None,
+    def decode_step(self, cache: dict, x: Array, k: int, cond: Array, additive: Array | None,
                 memory: Array | None, memory_mask: Array | None, key_mask: Array | None,
                 cond_drop: Array | None):
         c = self.config
@@ -817,7 +817,7 @@ class ScaleARTransformer(nn.Module):
                 f"decode_scale: k must be a static int in [0, {self.config.schedule.num_scales}), got {k!r}")
         variables = params if "params" in params else {"params": params}
         return self.apply(variables, cache, x_k, int(k), cond, additive_k, memory, memory_mask, key_mask,
-                          cond_drop, method=ScaleARTransformer._decode)
+                          cond_drop, method=ScaleARTransformer.decode_step)
 
 
 def num_params(params) -> int:

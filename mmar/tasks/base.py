@@ -24,7 +24,15 @@ __all__ = ["BenchmarkDataConfig", "BenchmarkTask", "frozen_config", "load_stage_
 
 @dataclasses.dataclass
 class BenchmarkDataConfig:
-    """The Bandai benchmark (:mod:`mmar.data.benchmark`) as every sparse-body task reads it."""
+    """The Bandai benchmark (:mod:`mmar.data.benchmark`) as every sparse-body task reads it.
+
+    Two sources of the same clips: the npz cache of :func:`mmar.data.benchmark.load_sparse_benchmark`
+    (``tfds_dir=None``, built from ``root`` on first use), or the ArrayRecord files that
+    :func:`mmar.data.tfds_builders.prepare` wrote to ``tfds_dir``, read through grain
+    (:class:`mmar.data.benchmark.TfdsBenchmark`): only the training arrays and the evaluation
+    clips are decoded, so memory follows what training holds; other prepared datasets (e.g.
+    ``tfds_name="amass"`` with ``eval_split="test"``) train the same way. Identical clips give
+    identical batches from either source."""
 
     root: str | None = None  # Bandai data directory (default: ../shared/data/bandai-namco)
     fps: float = 60.0
@@ -32,6 +40,9 @@ class BenchmarkDataConfig:
     eval_split: str = "val"
     max_eval_clips: int | None = 24  # evenly spaced clips of eval_split for the validation passes
     eval_batch: int = 64  # clips (or windows, for window models) per compiled evaluation call
+    tfds_dir: str | None = None  # tfds data dir of a prepared dataset; None = the npz cache
+    tfds_name: str = "bandai_namco"  # dataset in tfds_dir (mmar.data.tfds_builders.BUILDERS)
+    tfds_config: str | None = None  # its config; None = f"fps{fps:g}" for Bandai, else the default
 
 
 def frozen_config(cls: type, source: Any, **values: Any) -> Any:
@@ -95,10 +106,18 @@ class BenchmarkTask:
     # ------------------------------------------------------------------ data
     @property
     def benchmark(self):
+        """The clips: a :class:`mmar.data.benchmark.TfdsBenchmark` when ``data.tfds_dir`` is set,
+        else the npz cache (:class:`mmar.data.benchmark.SparseBenchmark`)."""
         if self._benchmark is None:
-            from mmar.data.benchmark import load_sparse_benchmark
+            if self.d.tfds_dir:
+                from mmar.data.benchmark import TfdsBenchmark
 
-            self._benchmark = load_sparse_benchmark(self.d.root, self.d.fps)
+                self._benchmark = TfdsBenchmark(self.d.tfds_dir, self.d.fps, name=self.d.tfds_name,
+                                                config=self.d.tfds_config)
+            else:
+                from mmar.data.benchmark import load_sparse_benchmark
+
+                self._benchmark = load_sparse_benchmark(self.d.root, self.d.fps)
         return self._benchmark
 
     @property
@@ -109,9 +128,12 @@ class BenchmarkTask:
     def train_iterator(self, seed: int, start_state=None):
         from mmar.data.pipeline import ClipArrays, make_train_iterator
 
-        clips = self.benchmark.subset("train", self.d.max_train_clips)
-        return make_train_iterator(ClipArrays.from_arrays(clips), self.frames_per_window, self.cfg.train.batch_size,
-                                   seed, keys=("sparse", "rot6d", "joints"))
+        bench, keys = self.benchmark, ("sparse", "rot6d", "joints")
+        if hasattr(bench, "clip_arrays"):  # only the batch arrays are held
+            clips = bench.clip_arrays("train", self.d.max_train_clips, keys)
+        else:
+            clips = ClipArrays.from_arrays(bench.subset("train", self.d.max_train_clips), keys)
+        return make_train_iterator(clips, self.frames_per_window, self.cfg.train.batch_size, seed, keys=keys)
 
     def eval_clips(self) -> dict[str, dict]:
         return self.benchmark.subset(self.d.eval_split, self.d.max_eval_clips)

@@ -194,9 +194,11 @@ def main(argv=None) -> int:
                            *_build_tfds(args, d)))
     if not all(p.exists() for p in npz.values()):
         builds.append(("npz cache (missing, built now)", *_build_npz(args, str(B.cache_dir()))))
-    tfds_version = os.path.join(args.tfds_dir, "bandai_namco", args.config, "1.0.0")
-    if not os.path.exists(os.path.join(tfds_version, "dataset_info.json")):
+    from mmar.data import tfds_builders as tb
+
+    if not tb.get_builder("bandai_namco", args.tfds_dir, args.config).is_prepared():
         builds.append(("tfds build (missing, built now)", *_build_tfds(args, args.tfds_dir)))
+    tfds_version = os.fspath(tb.get_builder("bandai_namco", args.tfds_dir, args.config).data_dir)
 
     runs: dict[str, list[dict]] = {}
     for v in [v for _ in range(args.repeat) for v in args.variants.split(",")]:

@@ -37,10 +37,11 @@ Memory: every host holds the whole split, only the requested keys (1 kB per fram
 key; the Bandai train split at 30 fps is 0.30 M frames: 0.31 GB, or 69 MB for ``sparse`` +
 ``head``). :meth:`ClipArrays.from_tfds` allocates those arrays once and fills them, so its
 peak is the kept arrays plus a few records; building from mappings (``from_arrays``,
-``from_records``) holds the per-clip arrays and their concatenation at once. One core makes far more than 20,000 windows of 41 frames per second
-(``tools/bench_pipeline.py``: about 3e5 windows/s with ``sparse``, 6e4 with every key), so
-``worker_count=0`` is the normal setting; worker processes (``mp_prefetch``) give the same
-stream but each receives a pickled copy of the arrays and takes seconds to start.
+``from_records``) holds the per-clip arrays and their concatenation at once
+(``tools/bench_data_source.py``). One core makes far more than 20,000 windows of 41 frames
+per second (``tools/bench_pipeline.py``: about 3e5 windows/s with ``sparse``, 6e4 with every
+key), so ``worker_count=0`` is the normal setting; worker processes (``mp_prefetch``) give the
+same stream but each receives a pickled copy of the arrays and takes seconds to start.
 
 Short clips: the Bandai clips are short (median 120 frames at 30 fps). At 30 fps a window of
 41 frames skips 55 of the 2,235 train clips, 60 frames skip 357 and 196 frames skip 1,731:

@@ -6,6 +6,10 @@
   streaming / offline autoregressive inference.
 * :mod:`mmar.models.body` -- sparse layout, 6D -> FK, placing the body at the tracked head.
 * :mod:`mmar.models.ik` -- optional L-BFGS IK from the rotation head toward the position head.
+* :mod:`mmar.models.text` -- pluggable text encoders for text conditioning: the caption
+  :class:`Tokenizer`, the :class:`TextEncoder` protocol, :class:`TransformerTextEncoder`,
+  :class:`PrecomputedTextFeatures` (T5/CLIP features from files) and the optional
+  :class:`FlaxT5TextEncoder` adapter.
 
 Every model takes windows ``sparse (B, W, 54)`` and predicts local 6D rotations of the 22
 SMPL joints (root orientation included), ``(B, W, 22, 6)``.
@@ -69,6 +73,21 @@ from mmar.models.mem_mlp import (
     zero_memory,
 )
 from mmar.models.mlp_vqvae import MLPVQVAE, MLPVQVAEConfig, vqvae_loss
+from mmar.models.text import (
+    CaptionNotFoundError,
+    FlaxT5TextEncoder,
+    PrecomputedTextFeatures,
+    TextEncoder,
+    TextEncoderConfig,
+    TextFeatures,
+    TextInputError,
+    TextTruncatedWarning,
+    Tokenizer,
+    TransformerTextEncoder,
+    hf_tokenize,
+    precompute_text_features,
+    save_text_features,
+)
 
 __all__ = [
     "AGRoLMLP", "AGRoLMLPConfig", "FrameMix", "MLPBlock", "pad_clip_start", "predict_online",
@@ -80,4 +99,7 @@ __all__ = [
     "advance_window", "init_stream_state", "make_memory", "make_streamer", "mem_mlp_loss", "predict_clip",
     "stream_step", "training_memory", "zero_memory",
     "MLPVQVAE", "MLPVQVAEConfig", "vqvae_loss",
+    "CaptionNotFoundError", "FlaxT5TextEncoder", "PrecomputedTextFeatures", "TextEncoder", "TextEncoderConfig",
+    "TextFeatures", "TextInputError", "TextTruncatedWarning", "Tokenizer", "TransformerTextEncoder",
+    "hf_tokenize", "precompute_text_features", "save_text_features",
 ]

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from mmar.data import hml_features as hf
+from mmar.data import t2m
 from mmar.models.quantizers.skeletal import SCALEMOGEN_SKELETAL
 from mmar.models.vqvae import SkeletalVQVAE
 from mmar.skeleton import SMPL22_PARENTS
@@ -124,6 +125,11 @@ def test_skeletal_scales(bench, tmp_path):
     x, mask, index = vq_scales.cut_windows({k: norm.normalize(v) for k, v in test.items()}, 16, min_len=8)
     assert x.shape == (len(index), 16, 263) and mask.shape == (len(index), 16)
     assert mask.sum() == sum(n for _, _, n in index)
+    # one implementation: the features, segments and padding of mmar.data.t2m
+    assert index == [(n, a, b - a) for n in sorted(test) for a, b in t2m.segment_bounds(len(test[n]), 16, 8)]
+    name = sorted(feats)[0]
+    np.testing.assert_array_equal(feats[name], t2m.clip_features(bench["train"][name]["joints"]))
+    np.testing.assert_array_equal(x[0, :index[0][2]], norm.normalize(test[index[0][0]][:index[0][2]]))
     mask[0, 11:] = False  # one masked (partial) window
     res = vq_scales.skeletal_scale_eval(model, params, x, mask, norm, batch=3, keep=[0], progress=False)
     assert res["num_scales"] == 3 and len(res["mpjpe_cm"]) == 3 and len(res["mpjpe_root_cm"]) == 3

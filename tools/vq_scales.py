@@ -61,6 +61,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO_ROOT))
 
 from mmar.data import hml_features as hf  # noqa: E402
+from mmar.data import t2m  # noqa: E402
 from mmar.models import body  # noqa: E402
 from mmar.models.vqvae import (  # noqa: E402
     SCALEMOGEN_LOSS,
@@ -73,7 +74,7 @@ from mmar.models.vqvae import (  # noqa: E402
 #: joints drawn in the figure: (SMPL-22 index, label); the height (y) of each is plotted.
 FIGURE_JOINTS: tuple[tuple[int, str], ...] = ((0, "root (pelvis)"), (20, "left wrist"), (10, "left foot"))
 HML_FPS = 20.0
-MIN_MOTION_LEN = 40  # HumanML3D drops motions shorter than 40 frames
+MIN_MOTION_LEN = t2m.DEFAULT_MIN_LEN["humanml3d"]  # HumanML3D drops motions shorter than 40 frames
 
 
 def _outside_repo(path: str | os.PathLike | None, what: str) -> None:
@@ -221,12 +222,14 @@ def skeletal_config(width: int = 32, n_extra_layers: int = 0, dropout: float = 0
 
 def clip_hml_features(joints: np.ndarray, step: int = 1) -> np.ndarray:
     """HumanML3D 263-d features ``(T' - 1, 263)`` of joint positions ``(T, 22, 3)`` taken every
-    ``step`` frames (3 turns the 60-fps benchmark arrays into 20 fps)."""
-    return hf.joints_to_features(np.asarray(joints)[::step])
+    ``step`` frames (3 turns the 60-fps benchmark arrays into 20 fps): :func:`mmar.data.t2m.clip_features`."""
+    return t2m.clip_features(joints, step)
 
 
 def build_hml_features(clips: dict[str, dict], step: int = 3, min_len: int = MIN_MOTION_LEN,
                        progress: bool = True, desc: str = "features") -> dict[str, np.ndarray]:
+    """``{clip: features}`` of the clips with at least ``min_len`` feature frames (the rule of
+    :func:`mmar.data.t2m.load_t2m`, which drops shorter Bandai clips the same way)."""
     out = {}
     for name in tqdm(sorted(clips), desc=desc, unit="clip", disable=not progress):
         if (clips[name]["joints"].shape[0] - 1) // step + 1 < 2:
@@ -239,38 +242,29 @@ def build_hml_features(clips: dict[str, dict], step: int = 3, min_len: int = MIN
 
 def cut_windows(feats: dict[str, np.ndarray], num_frames: int, min_len: int = MIN_MOTION_LEN):
     """Non-overlapping windows ``x (N, T, F)`` (zero padded), ``mask (N, T)`` and
-    ``index [(clip, start, length)]``; a last partial window is kept when ``>= min_len``."""
-    xs, ms, index = [], [], []
+    ``index [(clip, start, length)]``: the segments of :func:`mmar.data.t2m.segment_bounds`
+    (a last partial window is kept when ``>= min_len``)."""
+    windows, index = [], []
     for name in sorted(feats):
         f = feats[name]
-        for s in range(0, len(f), num_frames):
-            n = min(num_frames, len(f) - s)
-            if n < min_len and s > 0:
-                continue
-            x = np.zeros((num_frames, f.shape[1]), np.float32)
-            x[:n] = f[s:s + n]
-            m = np.zeros((num_frames,), bool)
-            m[:n] = True
-            xs.append(x)
-            ms.append(m)
-            index.append((name, s, n))
-    if not xs:
+        for s, e in t2m.segment_bounds(len(f), num_frames, min_len):
+            windows.append(f[s:e])
+            index.append((name, s, e - s))
+    if not windows:
         raise ValueError("no window: every clip is shorter than min_len")
-    return np.stack(xs), np.stack(ms), index
+    x, m = t2m.pad_windows(windows, num_frames)
+    return x, m, index
 
 
 def sample_batch(rng: np.random.Generator, feats: Sequence[np.ndarray], num_frames: int, batch: int):
     """A training batch: clips drawn uniformly, random crops of longer clips, shorter clips
-    zero padded and masked (features already normalised)."""
-    x = np.zeros((batch, num_frames, feats[0].shape[1]), np.float32)
-    m = np.zeros((batch, num_frames), bool)
-    for i, ci in enumerate(rng.integers(0, len(feats), batch)):
+    zero padded and masked (features already normalised; :func:`mmar.data.t2m.pad_windows`)."""
+    windows = []
+    for ci in rng.integers(0, len(feats), batch):
         f = feats[ci]
         s = int(rng.integers(0, len(f) - num_frames + 1)) if len(f) > num_frames else 0
-        n = min(num_frames, len(f))
-        x[i, :n] = f[s:s + n]
-        m[i, :n] = True
-    return x, m
+        windows.append(f[s:s + num_frames])
+    return t2m.pad_windows(windows, num_frames)
 
 
 def make_train_step(model: SkeletalVQVAE, optimizer):

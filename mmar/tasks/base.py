@@ -86,6 +86,8 @@ class BenchmarkTask:
     DataConfig: ClassVar[type] = BenchmarkDataConfig
     #: exportable TFLite modes (:mod:`mmar.export`), the first is the default; () = not a predictor
     export_modes: ClassVar[tuple[str, ...]] = ()
+    #: the frozen first-stage model (a VQ-VAE) the model reads, if any
+    vq_model = None
 
     def __init__(self, cfg, benchmark=None):
         if not isinstance(cfg.model, self.ModelConfig):

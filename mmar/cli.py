@@ -3,32 +3,96 @@
   mmar convert INPUT... --out FILE.npz [--fps N] [--body-model SMPLH.npz] [--kind humanml3d|kit]
   mmar metrics --pred P.npz --gt G.npz [--fps N] [--no-align-head]
   mmar render FILE.npz [--clip NAME] [--compare OTHER.npz] --out anim.gif|mp4
-  mmar train CONFIG [--set key=value ...] [--workdir DIR]
-  mmar eval --checkpoint RUN [--data PATH] [--out metrics.json] [--save-pred pred.npz]
+  mmar train CONFIG [--set key=value ...] [--workdir DIR] [--allow-config-change]
+  mmar eval --checkpoint RUN [--data PATH] [--step N] [--out metrics.json] [--save-pred pred.npz]
   mmar export --checkpoint RUN --out MODEL.tflite [--quantize none|fp16|int8] [--mode window|stream]
 
 The commands parse arguments and print; the work lives in the library (mmar.data.inputs,
-mmar.train, mmar.run, mmar.eval.checkpoint, mmar.export). Errors in user input are reported
-in one line naming the file (exit code 2); with several inputs, a malformed file is reported and the others still convert.
+mmar.train, mmar.run, mmar.eval.checkpoint, mmar.export). Exit codes and messages:
+
+* errors in user input are reported in one line naming the file (cut to a few hundred
+  characters), exit code 2; output paths (``--out``, ``--save-pred``) are checked before any
+  work;
+* with several inputs, a missing path or a malformed file (or a clip whose values are not
+  finite after conversion) is reported and the others still convert; ``convert`` then exits 1,
+  and so does ``eval --data`` when it skipped files or clips (listed in its JSON ``skipped``);
+* results are printed as strict JSON: a NaN or Inf is an error naming the clip, never printed;
+* Ctrl-C prints one line and exits 130, leaving no temporary file.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 
-from mmar.errors import MmarError
+from mmar.errors import MmarError, shorten
+
+
+def _fps_arg(text: str) -> float:
+    """``--fps``: a finite frame rate within :data:`mmar.data.arrays.FPS_RANGE`."""
+    from mmar.data.arrays import check_fps
+    from mmar.errors import ConfigError
+
+    try:
+        return check_fps(text, "fps")
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e).split(": ", 1)[-1]) from None
+
+
+def _nonfinite_key(obj, prefix: str = "") -> str | None:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return prefix or "value"
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            found = _nonfinite_key(v, f"{prefix}.{k}" if prefix else str(k))
+            if found:
+                return found
+    if isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            found = _nonfinite_key(v, f"{prefix}[{i}]")
+            if found:
+                return found
+    return None
+
+
+def _json(obj, **kw) -> str:
+    """Strict JSON (no NaN / Infinity): a non-finite number is an error naming its key."""
+    key = _nonfinite_key(obj)
+    if key is not None:
+        raise MmarError(f"result {key} is not a finite number; nothing is reported")
+    return json.dumps(obj, allow_nan=False, **kw)
+
+
+def _check_out(*paths: str | None) -> None:
+    from mmar.data.arrays import check_writable
+
+    for p in paths:
+        if p:
+            check_writable(p)
+
+
+def _write_json(path: str, obj) -> None:
+    from mmar.errors import OutputError
+
+    text = _json(obj, indent=1)
+    try:
+        with open(path, "w") as f:
+            f.write(text)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from e
 
 
 def cmd_convert(args) -> int:
-    from mmar.data.clip import clips_to_arrays, resample_clips, save_arrays
-    from mmar.data.inputs import load_inputs
+    from mmar.data.clip import resample_clips, save_arrays
+    from mmar.data.inputs import checked_arrays, load_inputs
 
+    _check_out(args.out)
     clips, errors = load_inputs(args.inputs, kind=args.kind, scale=args.scale, fps=args.fps,
                                 body_model=args.body_model, splits=args.split, workers=args.workers)
     for e in errors:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {shorten(e)}", file=sys.stderr)
     if not clips:
         raise MmarError("no clip converted")
     if args.fps:
@@ -37,10 +101,15 @@ def cmd_convert(args) -> int:
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise MmarError(f"several inputs give clips named {dup[:5]}")
-    out = dict(zip(names, clips_to_arrays(clips, progress=True)))
+    out, bad = checked_arrays(clips, progress=True)
+    for e in bad:
+        print(f"error: {shorten(e)}", file=sys.stderr)
+    errors += bad
+    if not out:
+        raise MmarError("no clip converted")
     save_arrays(args.out, out)
     frames = sum(int(v["joints"].shape[0]) for v in out.values())
-    print(json.dumps({"out": args.out, "clips": len(out), "frames": frames, "errors": len(errors)}))
+    print(_json({"out": args.out, "clips": len(out), "frames": frames, "errors": len(errors)}))
     return 1 if errors else 0
 
 
@@ -48,13 +117,14 @@ def cmd_metrics(args) -> int:
     from mmar.eval.sparse import metrics_from_npz
 
     result = metrics_from_npz(args.pred, args.gt, fps=args.fps, align_head=not args.no_align_head)
-    print(json.dumps(result, indent=None, sort_keys=True))
+    print(_json(result, indent=None, sort_keys=True))
     return 0
 
 
 def cmd_render(args) -> int:
     from mmar.viz.render import render_npz
 
+    _check_out(args.out)
     render_npz(args.file, args.out, clip=args.clip, compare=args.compare)
     print(json.dumps({"out": args.out}))
     return 0
@@ -67,9 +137,9 @@ def cmd_train(args) -> int:
     cfg = load_config(args.config, args.set or [])
     workdir = args.workdir or os.path.join("runs", cfg.name)
     task = make_task(cfg)
-    _, history = train(task, cfg, workdir)
+    _, history = train(task, cfg, workdir, allow_config_change=args.allow_config_change)
     last = {k: v for h in history for k, v in h.items()}
-    print(json.dumps({"workdir": workdir, **{k: _jsonable(v) for k, v in last.items()}}))
+    print(_json({"workdir": workdir, **{k: _jsonable(v) for k, v in last.items()}}))
     return 0
 
 
@@ -85,23 +155,30 @@ def cmd_eval(args) -> int:
     from mmar.eval.checkpoint import evaluate_run, prediction_arrays
     from mmar.run import load
 
+    _check_out(args.out, args.save_pred)
     run = load(args.checkpoint, overrides=args.set or [], ema=args.ema, step=args.step)
+    for s in run.skipped_steps:
+        print(f"warning: step {s['step']} not evaluated, unreadable: {shorten(s['error'])}", file=sys.stderr)
+    if run.skipped_steps:
+        print(f"warning: evaluating step {run.step}, the newest readable one", file=sys.stderr)
     out = evaluate_run(run, data=args.data, split=args.split, workers=args.workers)
-    for e in out["skipped"]:
+    skipped = [shorten(e) for e in out["skipped"]]
+    for e in skipped:
         print(f"skipped: {e}", file=sys.stderr)
-    result = {**out["metrics"], "checkpoint": out["checkpoint"], "skipped": out["skipped"]}
+    result = {**out["metrics"], "checkpoint": out["checkpoint"], "skipped": skipped}
+    text = _json(result)
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=1)
+        _write_json(args.out, result)
     if args.save_pred:
         save_arrays(args.save_pred, prediction_arrays(out["pred"], out["gt"]))
-    print(json.dumps(result))
-    return 0
+    print(text)
+    return 1 if skipped else 0
 
 
 def cmd_export(args) -> int:
     from mmar.export.card import export_checkpoint
 
+    _check_out(args.out)
     card = export_checkpoint(args.checkpoint, args.out, quantize=args.quantize, mode=args.mode)
     print(json.dumps({k: card[k] for k in ("file", "mode", "quantize", "file_bytes", "parity_max_abs_vs_jax",
                                            "latency_ms_single_thread")}))
@@ -115,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("convert", help="BVH / AMASS / HumanML3D -> one npz in the mmar layout")
     c.add_argument("inputs", nargs="+", help="BVH files, directories, .tar.xz archives, AMASS .npz, HumanML3D folders")
     c.add_argument("--out", required=True)
-    c.add_argument("--fps", type=float, default=None, help="resample every clip to this rate")
+    c.add_argument("--fps", type=_fps_arg, default=None, help="resample every clip to this rate")
     c.add_argument("--body-model", default=None, help="SMPL-H body model .npz for AMASS input")
     c.add_argument("--kind", choices=["bvh", "amass", "humanml3d", "kit"], default=None)
     c.add_argument("--split", nargs="+", default=["train", "val", "test"], help="HumanML3D splits")
@@ -126,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("metrics", help="sparse-reconstruction metrics of two npz files, as JSON")
     m.add_argument("--pred", required=True)
     m.add_argument("--gt", required=True)
-    m.add_argument("--fps", type=float, default=None)
+    m.add_argument("--fps", type=_fps_arg, default=None)
     m.add_argument("--no-align-head", action="store_true", help="do not align predicted head to tracked head")
     m.set_defaults(fn=cmd_metrics)
 
@@ -141,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("config", help="configs/<experiment>.py")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field")
     t.add_argument("--workdir", default=None, help="run directory (default runs/<name>)")
+    t.add_argument("--allow-config-change", action="store_true",
+                   help="resume a run under a config that differs from its own (recorded in config.json's "
+                        "config_history); without it a changed config is refused")
     t.set_defaults(fn=cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a checkpoint; prints sparse metrics as JSON")
@@ -172,8 +252,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.fn(args) or 0)
     except MmarError as e:
-        print(f"mmar {args.command}: error: {e}", file=sys.stderr)
+        print(f"mmar {args.command}: error: {shorten(str(e), 600)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"mmar {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

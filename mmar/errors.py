@@ -28,3 +28,24 @@ class CheckpointError(MmarError):
 
 class ConfigError(MmarError, ValueError):
     """A configuration or command-line option is invalid."""
+
+
+class OutputError(MmarError):
+    """An output file or directory cannot be written (``--out`` is a directory, or its
+    directory is not writable)."""
+
+
+def shorten(text: str, limit: int = 400) -> str:
+    """``text`` cut to about ``limit`` characters (a note says how many were left out), so that
+    one error line stays readable whatever it lists (e.g. thousands of joint names)."""
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]} ... ({len(text) - limit} more characters)"
+
+
+def few(items, k: int = 5) -> str:
+    """The first ``k`` of ``items`` (repr), then how many more: for error messages."""
+    items = list(items)
+    shown = ", ".join(repr(x) for x in items[:k])
+    return shown + (f", ... ({len(items) - k} more)" if len(items) > k else "")

@@ -9,7 +9,13 @@ A *run* is a work directory with ``config.json`` (the experiment config, naming 
 * ``<run>/checkpoints/<step>`` or ``<run>/best/<step>`` -> that step.
 
 Nothing else is guessed: a directory without ``config.json`` (or whose parent, for the forms
-above, has none) is refused with an error naming it. ``eval``, ``export``, the tools and the
+above, has none) is refused with an error naming it; no directory further up is looked at.
+
+Which step: ``step`` (or a step folder) is loaded or the load fails naming that step. Without
+one, the newest step is loaded; when its folder is incomplete or unreadable, the newest readable
+older step is loaded instead, and that is never silent: :attr:`Run.skipped_steps` lists each
+newer step passed over and why, and a warning is logged (``mmar eval`` prints it and puts it in
+its JSON). ``eval``, ``export``, the tools and the
 quickstart all load runs through here::
 
     run = mmar.run.load("runs/mem_mlp_41")
@@ -24,7 +30,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from mmar.errors import CheckpointError, ConfigError
-from mmar.train.checkpoint import BEST_DIR, LATEST_DIR, load_params, resolve_step_dir
+from mmar.train.checkpoint import BEST_DIR, LATEST_DIR, load_params, resolve_step_dir, step_dirs
 from mmar.train.config import CONFIG_FILENAME, Config, apply_overrides, config_from_dict, read_saved_config
 
 __all__ = ["Run", "load", "load_run_config", "find_workdir"]
@@ -35,7 +41,8 @@ log = logging.getLogger("mmar.run")
 @dataclasses.dataclass
 class Run:
     """A loaded run: its config (with any overrides applied), task, variables as saved
-    (``{'params': ..., **extra_collections}``, numpy) and which checkpoint they came from."""
+    (``{'params': ..., **extra_collections}``, numpy) and which checkpoint they came from.
+    ``skipped_steps``: newer steps passed over because unreadable, ``[{"step", "error"}]``."""
 
     workdir: Path
     config: Config
@@ -43,6 +50,7 @@ class Run:
     variables: dict
     step: int
     checkpoint: Path
+    skipped_steps: list = dataclasses.field(default_factory=list)
 
 
 def find_workdir(path: str | os.PathLike) -> tuple[Path, Path]:
@@ -107,6 +115,45 @@ def load(path: str | os.PathLike, *, overrides: Iterable[str] = (), step: int | 
 
     workdir, ckpt = find_workdir(path)
     cfg = load_run_config(workdir, overrides)
-    step_dir = resolve_step_dir(ckpt, step)
-    variables, _ = load_params(step_dir, ema=ema)
-    return Run(workdir, cfg, make_task(cfg, benchmark=benchmark), variables, int(step_dir.name), step_dir)
+    if ema and cfg.optim.ema_decay is None:
+        raise CheckpointError(f"{workdir}: the run kept no EMA weights (optim.ema_decay was None)")
+    explicit = step is not None or (ckpt != workdir and ckpt.name.isdigit())
+    if explicit:
+        if step is None and not (ckpt / "state").is_dir():
+            raise CheckpointError(f"step {ckpt.name} was asked for and cannot be loaded: {ckpt}: incomplete "
+                                  f"checkpoint (no state/ folder)")
+        step_dir = resolve_step_dir(ckpt, step)
+        try:
+            variables, _ = load_params(step_dir, ema=ema)
+        except CheckpointError as e:
+            raise CheckpointError(f"step {step_dir.name} was asked for and cannot be loaded: {e}") from e
+        skipped: list[dict] = []
+    else:
+        step_dir, variables, skipped = _newest_readable(ckpt, ema)
+    return Run(workdir, cfg, make_task(cfg, benchmark=benchmark), variables, int(step_dir.name), step_dir,
+               skipped)
+
+
+def _newest_readable(ckpt: Path, ema: bool) -> tuple[Path, dict, list[dict]]:
+    """The newest step of ``ckpt`` (a run or its checkpoints/best folder) that loads, its
+    variables and the newer steps passed over (each with why)."""
+    base = ckpt / LATEST_DIR if (ckpt / LATEST_DIR).is_dir() else ckpt
+    dirs = step_dirs(base)
+    if not dirs:
+        raise CheckpointError(f"{ckpt}: no checkpoint found")
+    skipped: list[dict] = []
+    for d in reversed(dirs):
+        if not (d / "state").is_dir():
+            skipped.append({"step": int(d.name), "error": f"{d}: incomplete checkpoint (no state/ folder)"})
+            continue
+        try:
+            variables, _ = load_params(d, ema=ema)
+        except CheckpointError as e:
+            skipped.append({"step": int(d.name), "error": str(e)})
+            continue
+        if skipped:
+            log.warning("%s: newest checkpoint step(s) %s unreadable; loaded step %s instead (%s)", base,
+                        ", ".join(str(x["step"]) for x in skipped), d.name, skipped[0]["error"])
+        return d, variables, skipped
+    raise CheckpointError(f"{base}: no readable checkpoint (steps " + ", ".join(d.name for d in dirs) + "); newest: "
+                          + skipped[0]["error"])

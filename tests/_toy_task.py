@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
+import time
+from pathlib import Path
 
 import flax.linen as nn
 import jax
@@ -56,6 +59,10 @@ class ToyTask:
     time) with the sharding of ``batch['x']`` inside the train step.
     """
 
+    @classmethod
+    def default_config(cls) -> Config:
+        return Config(model=ToyModelConfig())
+
     def __init__(self, cfg: Config, nan_at: int | None = None, on_batch_sharding=None, seekable: bool = False):
         self.cfg = cfg
         self.model = MLP(cfg.model.width)
@@ -95,6 +102,8 @@ class ToyTask:
             def factory():
                 i = 0
                 while True:
+                    if i == 1:
+                        _gate()
                     yield make_batch(seed, i, per_process, dim)
                     i += 1
 
@@ -105,6 +114,22 @@ class ToyTask:
     def evaluate(self, params, extra_vars):
         b = make_batch(12345, 0, 64, self.cfg.model.dim)
         return {"val_mse": float(_eval_mse(self.model, params, extra_vars, b["x"], b["y"]))}
+
+
+def _gate() -> None:
+    """With ``$MMAR_TOY_GATE`` set (a directory): say ``started`` there, then wait for ``go``
+    (lets a test hold a training process at its second batch, with the work directory locked)."""
+    gate = os.environ.get("MMAR_TOY_GATE")
+    if not gate:
+        return
+    Path(gate, "started").touch()
+    deadline = time.time() + 300
+    while not Path(gate, "go").exists() and time.time() < deadline:
+        time.sleep(0.05)
+
+
+# ``cfg.task = "_toy_task"`` names this module as the task (mmar.tasks.task_class)
+TASK = ToyTask
 
 
 def toy_config(**train_kw) -> Config:

@@ -293,6 +293,15 @@ BAD_CASES = [
     ("no motion", lambda t: t.split("MOTION")[0], None, "missing MOTION"),
     ("no hierarchy", lambda t: t.replace("HIERARCHY", "HIERARCHX"), "HIERARCHX", "expected HIERARCHY"),
     ("duplicate joint", lambda t: t.replace("JOINT tip", "JOINT mid"), "\t\tJOINT mid", "duplicate joint"),
+    # values finite as read but not after conversion to float32 (issue 16, case 6)
+    ("float32 overflow", lambda t: t.replace("0 0 0 90 0 0", "1e308 0 0 90 0 0"), "1e308",
+     "root position of frame 1 is out of float32 range"),
+    ("offset overflow", lambda t: t.replace("OFFSET 0 10 0", "OFFSET 0 1e300 0"), "1e300", "OFFSET of joint 'mid'"),
+    # frame times giving no usable rate (case 8)
+    ("tiny frame time", lambda t: t.replace("Frame Time: 0.0333333", "Frame Time: 1e-300"), "Frame Time",
+     "not a usable frame period"),
+    ("huge frame time", lambda t: t.replace("Frame Time: 0.0333333", "Frame Time: 1e300"), "Frame Time",
+     "not a usable frame period"),
 ]
 
 
@@ -360,3 +369,44 @@ def test_numpy_resample_matches_clip_resample(fps):
     np.testing.assert_allclose(ours.root_pos, ref.root_pos, atol=1e-5)
     np.testing.assert_allclose(ours.local_trans, ref.local_trans, atol=1e-5)
     assert data.resample(30.0) is data
+
+
+def test_non_finite_after_conversion_is_refused_at_every_step():
+    """Case 6: a root position of 1e308 is finite as read but overflows float32; retargeting
+    and resampling outputs are checked too."""
+    from mmar.data.bvh import BvhData
+
+    with pytest.raises(DataFormatError, match=r"out of float32 range") as ei:
+        parse_bvh_arrays(CHAIN.replace("1 2 3 0 0 0", "1e308 2 3 0 0 0"), "big.bvh")
+    assert ei.value.line == _line_of(CHAIN, "1 2 3 0 0 0")
+    # scaled down, the same value is fine
+    assert np.isfinite(parse_bvh_arrays(CHAIN.replace("1 2 3 0 0 0", "1e300 2 3 0 0 0"), scale=1e-290).root_pos).all()
+    data = parse_bvh_arrays(CHAIN)
+    inf = data.root_pos.copy()
+    inf[1, 0] = np.inf
+    with pytest.raises(DataFormatError, match="resampling to 60 fps gives non-finite values: root_pos"), \
+            np.errstate(invalid="ignore"):
+        BvhData(**{**data.__dict__, "root_pos": inf}).resample(60.0)
+    broken = BvhData(**{**data.__dict__, "offsets": np.full_like(data.offsets, np.inf)})
+    with pytest.raises(DataFormatError, match="retargeting gives non-finite values"):
+        broken.retarget(("root", "mid", "tip"), ("a", "b", "c"), (-1, 0, 1))
+
+
+def test_utf16_and_binary_files(tmp_path):
+    """UTF-16 with a byte-order mark reads like UTF-8; without one (or binary) it is refused as
+    not being text, not as a missing MOTION section."""
+    ref = read_bvh(_write(tmp_path / "a.bvh", CHAIN.encode("utf-8")))
+    for codec in ("utf-16", "utf-16-be", "utf-32"):
+        raw = CHAIN.encode(codec)
+        if codec == "utf-16-be":
+            raw = b"\xfe\xff" + raw
+        clip = read_bvh(_write(tmp_path / f"{codec}.bvh", raw))
+        np.testing.assert_array_equal(clip.local_rot, ref.local_rot)
+    for raw in (CHAIN.encode("utf-16-le"), bytes(range(256)) * 4):
+        with pytest.raises(DataFormatError, match="not UTF-8/ASCII text"):
+            read_bvh(_write(tmp_path / "x.bvh", raw))
+
+
+def _write(path, raw: bytes):
+    path.write_bytes(raw)
+    return path

@@ -133,3 +133,56 @@ def test_clip_shape_validation():
         C.Clip("x", skel, np.tile(np.eye(3), (5, 22, 1, 1)), np.zeros((4, 3)), 30)
     with pytest.raises(ShapeError):
         C.Skeleton(("a", "b"), (-1, 1), np.zeros((2, 3)))
+
+
+def test_save_arrays_mode_interruption_and_stale_temps(tmp_path, monkeypatch):
+    """Outputs get the user's umask (not mkstemp's 0600); an interrupted save leaves no
+    temporary file; one left by a killed process is removed by the next save."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "o.npz"
+    old = os.umask(0o022)
+    try:
+        C.save_arrays(str(out), {"a": {"x": np.zeros(3)}})
+    finally:
+        os.umask(old)
+    assert out.stat().st_mode & 0o777 == 0o644
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        C.save_arrays(str(out), {"a": {"x": np.ones(3)}})
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.npz"]
+    assert np.all(C.load_arrays(str(out))["a"]["x"] == 0)
+    # a temporary file of a process that no longer exists (killed during a save)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".o.npz.{int(dead.stdout)}.abc.tmp.npz"
+    stale.write_bytes(b"x" * 100)
+    C.save_arrays(str(out), {"a": {"x": np.ones(3)}})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.npz"]
+
+
+def test_output_checks_and_npz_magic(tmp_path):
+    from mmar.data.arrays import check_writable
+    from mmar.errors import OutputError
+
+    with pytest.raises(OutputError, match="is a directory"):
+        check_writable(str(tmp_path))
+    (tmp_path / "file").write_text("")
+    with pytest.raises(OutputError, match="not a directory"):
+        check_writable(str(tmp_path / "file" / "x.npz"))
+    check_writable(str(tmp_path / "new" / "dir" / "x.npz"))  # created on save
+    with pytest.raises(OutputError, match="is a directory"):
+        C.save_arrays(str(tmp_path), {"a": {"x": np.zeros(3)}})
+    rnd = tmp_path / "rnd.npz"
+    rnd.write_bytes(bytes(range(1, 256)) * 10)
+    with pytest.raises(DataFormatError, match=r"not an npz \(zip\) file"):
+        C.load_arrays(str(rnd))
+    np.save(tmp_path / "arr.npy", np.zeros(3))
+    with pytest.raises(DataFormatError, match=r"\.npy array file"):
+        C.load_arrays(str(tmp_path / "arr.npy"))

@@ -10,6 +10,7 @@ from mmar.eval.sparse import (
     METRIC_KEYS,
     ClipPoses,
     clip_metrics,
+    load_clip_npz,
     metrics_from_npz,
     sparse_metrics,
     sparse_metrics_per_clip,
@@ -307,3 +308,43 @@ def test_many_clips_are_fast():
     assert m["mpjpe_cm"] == pytest.approx(np.mean([np.sqrt(3) * i / n for i in range(n)]), rel=1e-6)
     assert m["mpjre_deg"] == pytest.approx(0.0, abs=1e-6)
     assert elapsed < 10.0
+
+
+def test_non_finite_poses_fail_naming_clip_and_frame(tmp_path, capsys):
+    """Case 7: NaN/Inf in a prediction or ground truth is an error naming the clip and frame,
+    never a bare NaN printed with exit code 0."""
+    from mmar import cli
+
+    rng = np.random.default_rng(0)
+    gt = {n: {"joints": rng.normal(size=(12, 22, 3)).astype(np.float32), "fps": np.float32(30)} for n in "ab"}
+    pred = {n: {k: np.array(v) for k, v in c.items()} for n, c in gt.items()}
+    pred["b"]["joints"][5, 3, 1] = np.nan
+    with pytest.raises(DataFormatError,
+                       match=r"prediction clip 'b': joints: 1 non-finite value \(NaN/Inf\), first at frame 5"):
+        sparse_metrics(pred, gt)
+    pred["b"]["joints"] = pred["b"]["joints"].astype(np.float64)
+    pred["b"]["joints"][5, 3, 1] = 1e200  # finite, but its squared error overflows
+    with pytest.raises(DataFormatError, match=r"clip 'b': mpjpe_cm.* not finite"):
+        sparse_metrics(pred, gt)
+    from mmar.data.clip import save_arrays
+
+    pred["b"]["joints"] = np.array(gt["b"]["joints"])
+    pred["b"]["joints"][7, 0, 0] = np.inf
+    save_arrays(str(tmp_path / "p.npz"), pred)
+    save_arrays(str(tmp_path / "g.npz"), gt)
+    capsys.readouterr()
+    assert cli.main(["metrics", "--pred", str(tmp_path / "p.npz"), "--gt", str(tmp_path / "g.npz")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "clip 'b'" in err and "frame 7" in err and len(err.splitlines()) == 1
+
+
+def test_random_bytes_are_not_called_pickles(tmp_path):
+    bad = tmp_path / "x.npz"
+    bad.write_bytes(np.random.default_rng(0).bytes(1000).replace(b"\x80", b"\x81"))
+    with pytest.raises(DataFormatError, match=r"not an npz \(zip\) file"):
+        load_clip_npz(bad)
+    import pickle
+
+    bad.write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(DataFormatError, match="pickled data"):
+        load_clip_npz(bad)

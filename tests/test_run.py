@@ -132,3 +132,49 @@ def test_unknown_task_is_named():
         task_class("transformer")
     with pytest.raises(ConfigError, match="no task"):
         task_class(None)
+
+
+def test_unreadable_newest_step_is_never_used_silently(agrol_run, tmp_path):
+    """Case 3: the newest step's state is missing, or unreadable. Asked for, it fails naming the
+    step; not asked for, the older step loaded says which newer ones were passed over and why."""
+    import shutil
+
+    for how in ("missing", "garbage"):
+        run_dir = tmp_path / how
+        shutil.copytree(agrol_run, run_dir)
+        state = run_dir / "checkpoints" / "4" / "state"
+        if how == "missing":
+            shutil.rmtree(state)
+        else:
+            for f in state.rglob("*"):
+                if f.is_file() and f.name not in ("_METADATA", "_sharding", "commit_success.txt"):
+                    f.write_bytes(b"garbage")
+        run = R.load(run_dir)
+        assert run.step == 2 and run.checkpoint == run_dir / "checkpoints" / "2"
+        assert [s["step"] for s in run.skipped_steps] == [4]
+        assert str(run_dir / "checkpoints" / "4") in run.skipped_steps[0]["error"]
+        with pytest.raises(CheckpointError, match=r"step 4"):
+            R.load(run_dir, step=4)
+        with pytest.raises(CheckpointError, match=r"step 4"):
+            R.load(run_dir / "checkpoints" / "4")
+    assert R.load(agrol_run).skipped_steps == []
+
+
+def test_run_without_config_is_refused_not_searched_above(agrol_run, tmp_path, capsys):
+    """Case 4: a run whose config.json is missing is refused by eval, even with an unrelated
+    config.json one and two directories up."""
+    import shutil
+
+    from mmar import cli
+
+    run_dir = tmp_path / "a" / "run"
+    shutil.copytree(agrol_run, run_dir)
+    (run_dir / "config.json").unlink()
+    for up in (tmp_path / "a", tmp_path):
+        (up / "config.json").write_text((agrol_run / "config.json").read_text())
+    for target in (run_dir, run_dir / "checkpoints", run_dir / "checkpoints" / "4"):
+        with pytest.raises(CheckpointError, match="not a run directory"):
+            R.load(target)
+    assert cli.main(["eval", "--checkpoint", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "not a run directory" in err and str(run_dir) in err

@@ -297,3 +297,143 @@ def test_weight_decay_mask_clip_and_ema():
     assert not np.allclose(second_update(1.0), second_update(None))
     ema = ema_update({"w": jnp.zeros(2)}, {"w": jnp.ones(2)}, 0.9)
     np.testing.assert_allclose(ema["w"], [0.1, 0.1], rtol=1e-6)
+
+
+# --------------------------------------------------------------------------- reliability (issue 16)
+
+
+def _listing(root):
+    return sorted((str(p.relative_to(root)), p.read_bytes() if p.is_file() else b"")
+                  for sub in ("checkpoints", "best") for p in (root / sub).rglob("*"))
+
+
+def test_changed_config_is_refused_before_anything_is_written(tmp_path):
+    """Case 1: training another model into a run's workdir is refused and leaves its
+    config.json and checkpoints byte for byte as they were, even with --allow-config-change
+    (the restore then fails, before the config is written)."""
+    from mmar.errors import ConfigError
+
+    cfg = toy_config(steps=2, ckpt_every=2, optim=dict(decay_steps=2))
+    train(ToyTask(cfg), cfg, tmp_path)
+    config_before, files_before = (tmp_path / "config.json").read_bytes(), _listing(tmp_path)
+    other = toy_config(steps=2, ckpt_every=2, optim=dict(decay_steps=2))
+    other.model.width = 32
+    with pytest.raises(ConfigError, match=r"--allow-config-change.*model\.width: 16 -> 32"):
+        train(ToyTask(other), other, tmp_path)
+    assert (tmp_path / "config.json").read_bytes() == config_before and _listing(tmp_path) == files_before
+    with pytest.raises(CheckpointError, match="cannot restore"):
+        train(ToyTask(other), other, tmp_path, allow_config_change=True)
+    assert (tmp_path / "config.json").read_bytes() == config_before and _listing(tmp_path) == files_before
+    assert json.loads(config_before)["config"]["model"]["width"] == 16
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_resume_with_changed_hyperparameters_needs_the_flag_and_keeps_history(tmp_path, capsys):
+    """Case 2: a resume under another learning rate is refused; allowed explicitly, config.json
+    records which steps ran under which config. Extending train.steps stays allowed (unless it
+    stretches the cosine schedule)."""
+    from mmar.errors import ConfigError
+
+    def cfg(steps, lr=1e-2, **optim):
+        return toy_config(steps=steps, ckpt_every=2, log_every=2, optim=dict(decay_steps=8, lr=lr, **optim))
+
+    train(ToyTask(cfg(2)), cfg(2), tmp_path)
+    with pytest.raises(ConfigError, match=r"optim\.lr: 0\.01 -> 0\.05"):
+        train(ToyTask(cfg(4, lr=0.05)), cfg(4, lr=0.05), tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["config"]["optim"]["lr"] == 0.01 and len(saved["config_history"]) == 1
+    state, _ = train(ToyTask(cfg(4, lr=0.05)), cfg(4, lr=0.05), tmp_path, allow_config_change=True)
+    assert int(state.step) == 4
+    saved = json.loads((tmp_path / "config.json").read_text())
+    hist = saved["config_history"]
+    assert [h["from_step"] for h in hist] == [0, 2]
+    assert [h["config"]["optim"]["lr"] for h in hist] == [0.01, 0.05]
+    assert hist[1]["changed"] == {"optim.lr": [0.01, 0.05], "train.steps": [2, 4]}
+    assert saved["config"]["optim"]["lr"] == 0.05
+    # more steps under the same hyperparameters: no flag needed, one more history entry
+    train(ToyTask(cfg(6, lr=0.05)), cfg(6, lr=0.05), tmp_path)
+    hist = json.loads((tmp_path / "config.json").read_text())["config_history"]
+    assert [h["from_step"] for h in hist] == [0, 2, 4] and hist[2]["changed"] == {"train.steps": [4, 6]}
+    # a cosine schedule spanning train.steps would be stretched: refused
+    stretched = toy_config(steps=8, ckpt_every=2, optim=dict(decay_steps=None, lr=0.05))
+    other = tmp_path / "cos"
+    first = toy_config(steps=2, ckpt_every=2, optim=dict(decay_steps=None, lr=0.05))
+    train(ToyTask(first), first, other)
+    with pytest.raises(ConfigError, match="stretches the cosine schedule"):
+        train(ToyTask(stretched), stretched, other)
+
+
+def test_interrupted_final_evaluation_is_redone(tmp_path, capsys):
+    """Case 5: Ctrl-C during the last evaluation; the rerun evaluates that step and keeps the
+    best checkpoint instead of finding nothing to do."""
+    cfg = toy_config(steps=2, ckpt_every=2, log_every=2, best_metric="val_mse", optim=dict(decay_steps=2))
+
+    class Interrupted(ToyTask):
+        def evaluate(self, params, extra_vars):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(Interrupted(cfg), cfg, tmp_path)
+    assert [p.name for p in ckpt_lib.step_dirs(tmp_path / "checkpoints")] == ["2"]
+    assert ckpt_lib.step_dirs(tmp_path / "best") == []
+    _, history = train(ToyTask(cfg), cfg, tmp_path)
+    assert [h["step"] for h in history if "eval/val_mse" in h] == [2]
+    assert "evaluating step 2" in capsys.readouterr().err
+    assert [p.name for p in ckpt_lib.step_dirs(tmp_path / "best")] == ["2"]
+    rows = [json.loads(line) for line in (tmp_path / "evals.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2] and np.isfinite(rows[0]["val_mse"])
+    _, again = train(ToyTask(cfg), cfg, tmp_path)  # done now: nothing to redo
+    assert again == []
+
+
+def test_second_trainer_on_a_workdir_is_refused(tmp_path):
+    from mmar.train.loop import WorkdirBusyError, WorkdirLock
+
+    lock = WorkdirLock(tmp_path)
+    try:
+        cfg = toy_config(steps=2)
+        with pytest.raises(WorkdirBusyError, match=f"pid {__import__('os').getpid()}"):
+            train(ToyTask(cfg), cfg, tmp_path)
+        assert not (tmp_path / "config.json").exists() and not (tmp_path / "checkpoints").exists()
+    finally:
+        lock.release()
+    train(ToyTask(toy_config(steps=2)), toy_config(steps=2), tmp_path)  # released: trains
+
+
+def test_failed_restore_callbacks_print_no_traceback(full_run, tmp_path, monkeypatch):
+    """tensorstore reads finishing after orbax closed its event loop raise 'Event loop is
+    closed' in a callback; after a failed restore those (and only those) are dropped."""
+    import asyncio
+    import sys
+
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", seen.append)
+    broken = tmp_path / "broken"
+    shutil.copytree(full_run[0], broken)
+    for f in (broken / "checkpoints" / str(N_STEPS) / "state").rglob("*"):
+        if f.is_file() and f.name not in ("_METADATA", "_sharding", "commit_success.txt"):
+            f.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="cannot restore"):
+        ckpt_lib.restore_latest(broken)
+    loop = asyncio.new_event_loop()
+    loop.close()
+
+    def unraisable(make):
+        from types import SimpleNamespace
+
+        try:
+            make()
+        except BaseException as e:  # noqa: BLE001
+            return SimpleNamespace(exc_type=type(e), exc_value=e, exc_traceback=e.__traceback__, err_msg=None,
+                                   object=None)
+
+    def other_error():
+        raise RuntimeError("Event loop is closed")  # same text, not from a loop callback
+
+    closed = unraisable(lambda: loop.call_soon_threadsafe(print))
+    other = unraisable(other_error)
+    sys.unraisablehook(closed)
+    sys.unraisablehook(other)
+    # other tests' collected event loops may report too in the same process: check these two
+    kept = [u.exc_value for u in seen]
+    assert any(e is other.exc_value for e in kept) and not any(e is closed.exc_value for e in kept)

@@ -15,7 +15,14 @@ skeleton:
 * ``Frame Time`` becomes ``fps``: ``1 / frame_time`` rounded to the nearest integer when it is
   within ``1e-3`` of one, or when the frame time is that integer rate's period written with six
   decimals (``0.0333333`` gives exactly ``30.0``, ``0.008333`` gives ``120.0``);
-* ``scale`` multiplies every length (Bandai Namco files are in centimetres: ``scale=0.01``).
+* ``scale`` multiplies every length (Bandai Namco files are in centimetres: ``scale=0.01``);
+* text in UTF-8 or ASCII, or UTF-16 / UTF-32 with a byte-order mark (:func:`decode_text`); a file
+  with NUL bytes otherwise (binary, or UTF-16 without a mark) is refused as not being text.
+
+Numbers must be finite when read and stay finite after every step (scaling to float32,
+retargeting, resampling): a value that overflows is reported with the file and the line of the
+frame, never passed on as NaN/Inf. ``Frame Time`` must give a rate within
+:data:`mmar.data.arrays.FPS_RANGE`.
 
 The MOTION block is converted by numpy in one call and the Euler angles of the whole clip are
 turned into matrices at once (:func:`mmar.geometry_np.euler_to_matrix`, float64, cast to
@@ -37,6 +44,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from mmar.data.arrays import FPS_RANGE, nonfinite_report
 from mmar.errors import DataFormatError
 from mmar.geometry_np import (
     euler_to_matrix,
@@ -59,6 +67,7 @@ __all__ = [
     "read_bvh",
     "write_bvh",
     "fps_from_frame_time",
+    "decode_text",
 ]
 
 _ROT_CHANNELS = {"xrotation": "X", "yrotation": "Y", "zrotation": "Z"}
@@ -126,7 +135,7 @@ class BvhData:
         local = np.concatenate([G[:, :1], Gp_T @ G[:, 1:]], 1)
         off = matvec(Gp_T, P[:, 1:] - P[:, par])
         offsets = np.concatenate([np.zeros((1, 3)), np.median(off, 0)], 0)
-        return BvhData(
+        out = BvhData(
             names=tuple(names),
             parents=tuple(int(p) for p in parents),
             offsets=offsets.astype(np.float32),
@@ -137,6 +146,15 @@ class BvhData:
             fps=self.fps,
             frame_time=self.frame_time,
         )
+        out.check_finite("retargeting")
+        return out
+
+    def check_finite(self, step: str) -> None:
+        """Raise :class:`DataFormatError` when an array is not finite after ``step``."""
+        report = nonfinite_report({"offsets": self.offsets, "local_rot": self.local_rot,
+                                   "root_pos": self.root_pos, "local_trans": self.local_trans})
+        if report is not None:
+            raise DataFormatError(f"{step} gives non-finite values: {report}")
 
     def resample(self, fps: float) -> "BvhData":
         """numpy twin of :meth:`mmar.data.clip.Clip.resample`: slerp rotations, lerp
@@ -152,11 +170,13 @@ class BvhData:
 
         q = matrix_to_quaternion(self.local_rot)
         rot = quaternion_to_matrix(slerp(q[i0], q[i1], w.reshape((-1,) + (1,) * (q.ndim - 1))))
-        return dataclasses.replace(
+        out = dataclasses.replace(
             self, local_rot=rot.astype(np.float32), root_pos=lerp(self.root_pos),
             local_trans=None if self.local_trans is None else lerp(self.local_trans),
             fps=fps, frame_time=1.0 / fps,
         )
+        out.check_finite(f"resampling to {fps:g} fps")
+        return out
 
     def to_clip(self, name: str, source: str = "", labels: dict | None = None) -> "Clip":
         from mmar.data.clip import Clip, Skeleton
@@ -214,6 +234,7 @@ def _parse_hierarchy(text: str, path: str, end_line: int):
     offsets: list[list[float]] = []
     channels: list[tuple[str, ...]] = []
     has_offset: list[bool] = []
+    offset_lines: list[int] = []  # per joint: the line of its OFFSET (or of the joint)
     stack: list[int] = []  # joint index per open block; -2 for an End Site
     pending: tuple[int, str, int] | None = None  # (joint or -2, what, line) awaiting '{'
     seen_header = False
@@ -279,6 +300,7 @@ def _parse_hierarchy(text: str, path: str, end_line: int):
                 offsets.append([0.0, 0.0, 0.0])
                 channels.append(())
                 has_offset.append(False)
+                offset_lines.append(ln)
                 if brace:
                     stack.append(len(names) - 1)
                 else:
@@ -309,6 +331,7 @@ def _parse_hierarchy(text: str, path: str, end_line: int):
                         raise DataFormatError(f"second OFFSET for joint {names[jt]!r}", path, ln)
                     offsets[jt] = vals
                     has_offset[jt] = True
+                    offset_lines[jt] = ln
                 break
             if tok == "CHANNELS":
                 if not stack or stack[-1] == -2:
@@ -342,7 +365,7 @@ def _parse_hierarchy(text: str, path: str, end_line: int):
         raise DataFormatError(f"missing '}}': {len(stack)} block(s) not closed before MOTION", path, end_line)
     if not names:
         raise DataFormatError("no ROOT joint in HIERARCHY", path, end_line)
-    return names, parents, offsets, channels
+    return names, parents, offsets, channels, offset_lines
 
 
 def _scan_tokens(raw: np.ndarray):
@@ -461,10 +484,34 @@ def _header_line(text: str, pos: int, lineno: int, path: str, key: str):
     return m.group(1).strip(), lineno, e + 1
 
 
+_BOMS = (
+    (b"\xef\xbb\xbf", "utf-8-sig"),
+    (b"\xff\xfe\x00\x00", "utf-32"),
+    (b"\x00\x00\xfe\xff", "utf-32"),
+    (b"\xff\xfe", "utf-16"),
+    (b"\xfe\xff", "utf-16"),
+)
+
+
+def decode_text(raw: bytes) -> str:
+    """Text of a file: UTF-16 / UTF-32 / UTF-8 by their byte-order mark, else UTF-8 (undecodable
+    bytes replaced). Whether the result is text at all is :func:`parse_bvh_arrays`' check."""
+    for bom, codec in _BOMS:
+        if raw.startswith(bom):
+            try:
+                return raw.decode(codec)
+            except UnicodeDecodeError:
+                break
+    return raw.decode("utf-8", "replace")
+
+
 def parse_bvh_arrays(text: str, path: str = "<string>", scale: float = 1.0) -> BvhData:
     """Parse BVH text into numpy arrays (no JAX). See the module docstring."""
     if text.startswith("\ufeff"):
         text = text[1:]
+    if "\x00" in text[:65536]:
+        raise DataFormatError("not UTF-8/ASCII text (it has NUL bytes: a binary file, or UTF-16/UTF-32 "
+                              "without a byte-order mark)", path)
     if "\n" not in text and "\r" in text:  # classic Mac line endings
         text = text.replace("\r", "\n")
     m = _MOTION_RE.search(text)
@@ -472,7 +519,7 @@ def parse_bvh_arrays(text: str, path: str = "<string>", scale: float = 1.0) -> B
         last = text.count("\n") + 1
         raise DataFormatError("missing MOTION section", path, last)
     motion_line = text.count("\n", 0, m.start()) + 1
-    names, parents, offsets, channels = _parse_hierarchy(text[: m.start()], path, motion_line)
+    names, parents, offsets, channels, offset_lines = _parse_hierarchy(text[: m.start()], path, motion_line)
 
     pos = m.end()
     if pos < len(text) and text[pos] == "\n":
@@ -488,11 +535,16 @@ def parse_bvh_arrays(text: str, path: str = "<string>", scale: float = 1.0) -> B
     frame_time = _float(ft_s, path, ft_line, "Frame Time")
     if frame_time <= 0:
         raise DataFormatError(f"Frame Time must be positive, got {frame_time}", path, ft_line)
+    lo, hi = FPS_RANGE
+    if not 1.0 / hi <= frame_time <= 1.0 / lo:
+        raise DataFormatError(f"Frame Time {ft_s} is not a usable frame period: the rate must be between "
+                              f"{lo:g} and {hi:g} frames per second", path, ft_line)
     fps = fps_from_frame_time(frame_time)
 
     C = sum(len(c) for c in channels)
     data = text[pos:]
     first = ft_line + 1
+    filled = None
     if C > 0:
         raw = np.frombuffer(data.encode("utf-8", "surrogatepass"), np.uint8)
         starts, ends, newlines = _scan_tokens(raw)
@@ -526,10 +578,36 @@ def parse_bvh_arrays(text: str, path: str = "<string>", scale: float = 1.0) -> B
     else:
         vals = np.zeros((nframes, 0), np.float64)
 
-    return _arrays_from_values(names, parents, offsets, channels, vals, fps, frame_time, scale)
+    out = _arrays_from_values(names, parents, offsets, channels, vals, fps, frame_time, scale)
+    _check_converted(out, path, lambda k: first + int(filled[k]) if filled is not None else None, offset_lines)
+    return out
+
+
+def _check_converted(d: BvhData, path: str, line_of_frame, offset_lines) -> None:
+    """Every value finite after scaling to float32: name the joint or the frame (and its line)."""
+    bad = ~np.isfinite(d.offsets).all(1)
+    if bad.any():
+        j = int(np.flatnonzero(bad)[0])
+        raise DataFormatError(f"OFFSET of joint {d.names[j]!r} is out of float32 range after scaling", path,
+                              offset_lines[j])
+    for what, arr in (("root position", d.root_pos), ("joint position", d.local_trans),
+                      ("rotation", d.local_rot)):
+        if arr is None:
+            continue
+        bad = ~np.isfinite(arr.reshape(arr.shape[0], -1)).all(1)
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            n = int((~np.isfinite(arr)).sum())
+            raise DataFormatError(f"{what} of frame {k} is out of float32 range after scaling ({n} non-finite "
+                                  f"values in {int(bad.sum())} frame(s))", path, line_of_frame(k))
 
 
 def _arrays_from_values(names, parents, offsets, channels, vals, fps, frame_time, scale) -> BvhData:
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked (and named) after
+        return _arrays_from_values_unchecked(names, parents, offsets, channels, vals, fps, frame_time, scale)
+
+
+def _arrays_from_values_unchecked(names, parents, offsets, channels, vals, fps, frame_time, scale) -> BvhData:
     T, C = vals.shape
     J = len(names)
     offs = np.asarray(offsets, np.float64).reshape(J, 3)
@@ -601,14 +679,15 @@ def parse_bvh(text: str, path: str = "<string>", scale: float = 1.0, name: str |
 
 
 def read_bvh(path, scale: float = 1.0, name: str | None = None) -> "Clip":
-    """Read a BVH file (any line endings; UTF-8, undecodable bytes replaced)."""
+    """Read a BVH file (any line endings; UTF-8, or UTF-16/32 with a byte-order mark;
+    undecodable UTF-8 bytes replaced)."""
     p = os.fspath(path)
     try:
         with open(p, "rb") as f:
             raw = f.read()
     except OSError as e:
         raise DataFormatError(f"cannot read file ({e.strerror})", p) from e
-    return parse_bvh(raw.decode("utf-8", "replace"), p, scale, name)
+    return parse_bvh(decode_text(raw), p, scale, name)
 
 
 # --------------------------------------------------------------------------

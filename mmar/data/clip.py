@@ -23,6 +23,7 @@ from mmar import geometry
 from mmar.data.arrays import (  # noqa: F401
     JOINT_MAPS,
     JointSpec,
+    check_fps,
     guess_joint_map,
     load_arrays,
     register_joint_map,
@@ -113,8 +114,8 @@ class Clip:
                 raise ShapeError(
                     f"clip {self.name}: local_trans must be ({T}, {J}, 3), got {self.local_trans.shape}"
                 )
-        if not (self.fps > 0):
-            raise ShapeError(f"clip {self.name}: fps must be positive, got {self.fps}")
+        if not (0 < self.fps < float("inf")):
+            raise ShapeError(f"clip {self.name}: fps must be positive and finite, got {self.fps}")
 
     @property
     def num_frames(self) -> int:
@@ -349,8 +350,9 @@ def _slerp_chunk_fn():
 def resample_clips(clips: Sequence[Any], fps: float) -> list[Any]:
     """``[c.resample(fps) for c in clips]`` (slerp of rotations, linear translations, the same
     sample times as :func:`mmar.geometry.resample_rotations`) computed on concatenated frames
-    in fixed-size chunks: one compilation for any number of clip lengths."""
-    fps = float(fps)
+    in fixed-size chunks: one compilation for any number of clip lengths. ``fps`` must be a
+    finite rate within :data:`mmar.data.arrays.FPS_RANGE` (:class:`ConfigError` otherwise)."""
+    fps = check_fps(fps, "fps")
     todo = [i for i, c in enumerate(clips) if abs(c.fps - fps) >= 1e-6]
     out = list(clips)
     if not todo:

@@ -34,8 +34,8 @@ import warnings
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Callable, Iterator
 
-from mmar.data.bvh import BvhData, parse_bvh_arrays
-from mmar.errors import DataFormatError
+from mmar.data.bvh import BvhData, decode_text, parse_bvh_arrays
+from mmar.errors import DataFormatError, few, shorten
 
 __all__ = [
     "ARCHIVE_SUFFIXES",
@@ -61,7 +61,7 @@ def _stem(member: str) -> str:
 
 
 def _decode(raw: bytes) -> str:
-    return raw.decode("utf-8", "replace")
+    return decode_text(raw)
 
 
 def _parse_labels(text: str | None, where: str) -> dict | None:
@@ -254,6 +254,21 @@ _PROGRESS_QUEUE = None
 def _init_worker(q) -> None:
     global _PROGRESS_QUEUE
     _PROGRESS_QUEUE = q
+    # Ctrl-C is the parent's to handle (it stops the workers); no traceback from each worker
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _stop_workers(pool) -> None:
+    """Terminate the pool's worker processes (after an error or Ctrl-C in the parent), so the
+    parent neither waits for their current task nor leaves them running."""
+    procs = getattr(pool, "_processes", None) or {}
+    for p in list(procs.values()):
+        try:
+            p.terminate()
+        except Exception:  # noqa: BLE001 - already gone
+            pass
 
 
 def _report(nbytes: int = 0, nclips: int = 0) -> None:
@@ -266,13 +281,14 @@ def _report(nbytes: int = 0, nclips: int = 0) -> None:
 
 
 def _error_tuple(e: BaseException, where: str) -> tuple[str, str | None, int | None]:
+    """``(message, path, line)`` of a per-file error; the message is cut to a readable length."""
     if isinstance(e, DataFormatError):
         msg = str(e)
         prefix = f"{e.path}:{e.line}: " if e.line is not None else f"{e.path}: "
         if e.path is not None and msg.startswith(prefix):
             msg = msg[len(prefix):]
-        return msg, e.path, e.line
-    return f"{type(e).__name__}: {e}", where, None
+        return shorten(msg), e.path if e.path is not None else where, e.line
+    return shorten(f"{type(e).__name__}: {e}"), where, None
 
 
 def _resample_hook(fps: float, transform, name: str, data: BvhData, labels, src: str):
@@ -298,9 +314,10 @@ def _retarget_hook(maps, transform, name: str, data: BvhData, labels, src: str):
             return data.retarget(mapping, SMPL22_NAMES, SMPL22_PARENTS), labels
     if len(maps) == 1:
         missing = sorted(needed - have)
-        raise DataFormatError(f"joint map {maps[0][0]!r} needs joints missing here: {missing}", src)
+        raise DataFormatError(f"joint map {maps[0][0]!r} needs joints missing here: {few(missing, 10)}", src)
     raise DataFormatError(
-        f"no registered joint map fits the joints {sorted(have)} (see mmar.data.clip.register_joint_map)", src
+        f"no registered joint map fits the {len(have)} joints {few(sorted(have), 10)} "
+        f"(see mmar.data.clip.register_joint_map)", src
     )
 
 
@@ -314,6 +331,7 @@ def _parse_one(name, text, jtext, src, jsrc, scale, transform, out, errors) -> N
         data = parse_bvh_arrays(text, src, scale)
         if transform is not None:
             data, labels = transform(name, data, labels, src)
+            data.check_finite("converting")
     except Exception as e:  # reported per file; the load goes on
         errors.append(_error_tuple(e, src))
         return
@@ -476,7 +494,9 @@ def load_clips(
             maps = (("custom", tuple(retarget)),)
         transform = functools.partial(_retarget_hook, maps, transform)
     if fps is not None:
-        transform = functools.partial(_resample_hook, float(fps), transform)
+        from mmar.data.arrays import check_fps
+
+        transform = functools.partial(_resample_hook, check_fps(fps, "fps"), transform)
     items = _expand(inputs)
     tasks, sizes = _make_tasks(items, workers)
     results: list[Any] = [None] * len(tasks)
@@ -523,6 +543,8 @@ def load_clips(
                     _drain(q, bar, timeout=0.0)
                 failed = False
             finally:
+                if failed:
+                    _stop_workers(pool)
                 pool.shutdown(wait=not failed, cancel_futures=failed)
     finally:
         bar.close()

@@ -25,7 +25,9 @@ def evaluate_run(run, data: str | None = None, split: str = "test", workers: int
 
     Returns ``{"metrics": {group: metrics}, "checkpoint": {...}, "skipped": [errors],
     "pred": {clip: arrays}, "gt": {clip: arrays}}``; ``checkpoint`` says which run directory
-    and step were evaluated."""
+    and step were evaluated (``{"run", "step", "dir", "skipped_steps"}``; ``skipped_steps``
+    lists newer steps that could not be read, ``[{"step", "error"}]``, empty normally);
+    ``skipped`` the input files or clips left out (unreadable, or NaN/Inf values)."""
     from mmar.data.inputs import load_eval_arrays
 
     fps = float(run.config.data.fps)
@@ -35,5 +37,6 @@ def evaluate_run(run, data: str | None = None, split: str = "test", workers: int
         gt, skipped = run.task.benchmark[split], []
     pred = run.task.predict_clips(run.variables, gt, progress=progress)
     return {"metrics": grouped_metrics(pred, gt, fps),
-            "checkpoint": {"run": str(run.workdir), "step": run.step, "dir": str(run.checkpoint)},
+            "checkpoint": {"run": str(run.workdir), "step": run.step, "dir": str(run.checkpoint),
+                           "skipped_steps": list(getattr(run, "skipped_steps", []))},
             "skipped": skipped, "pred": pred, "gt": gt}

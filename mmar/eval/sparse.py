@@ -61,6 +61,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmar import geometry
+from mmar.data.arrays import check_npz_file, nonfinite_report
 from mmar.errors import DataFormatError, ShapeError
 from mmar.skeleton import HANDS, HEAD, LOWER, NUM_JOINTS, ROOT, UPPER
 
@@ -195,6 +196,11 @@ def _prepare(name: str, pred: ClipLike, gt: ClipLike, fps: float | None, skip_fi
     if p.rot is not None and g.rot is not None:
         pr = _rot_to_6d(p.rot, name, "prediction")
         gr = _rot_to_6d(g.rot, name, "ground-truth")
+    for side, joints, rot in (("prediction", pj, pr), ("ground-truth", gj, gr)):
+        report = nonfinite_report({"joints": joints, "rot": rot})
+        if report is not None:
+            raise DataFormatError(f"{side} clip {name!r}: {report}; no metric is computed from non-finite poses")
+    if pr is not None:
         for side, r in (("prediction", pr), ("ground-truth", gr)):
             if r.shape[0] != gj.shape[0]:
                 raise ShapeError(
@@ -338,7 +344,13 @@ def _evaluate(
     prepared = [_prepare(name, p, g, fps, skip_first) for name, p, g in pairs]
     results: dict[str, dict[str, float]] = {}
     for group in _groups(prepared):
-        for c, r in zip(group, _evaluate_group(group, bool(align_head))):
+        with np.errstate(over="ignore", invalid="ignore"):  # a non-finite result is an error below
+            group_results = _evaluate_group(group, bool(align_head))
+        for c, r in zip(group, group_results):
+            bad = [k for k, v in r.items() if not np.isfinite(v)]
+            if bad:
+                raise DataFormatError(f"clip {c.name!r}: {', '.join(bad)} not finite ({r[bad[0]]}): the poses are too "
+                                      f"large to measure")
             results[c.name] = r
     return results
 
@@ -447,6 +459,7 @@ def load_clip_npz(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray]]:
     """Read a converted npz (``<clip>/joints``, ``<clip>/rot6d``, ``<clip>/fps``, ...)
     into ``{clip: {field: array}}``. Raises :class:`DataFormatError` naming the file."""
     path = os.fspath(path)
+    check_npz_file(path)
     try:
         data = np.load(path, allow_pickle=False)
     except FileNotFoundError:

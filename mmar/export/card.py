@@ -53,7 +53,7 @@ def export_checkpoint(checkpoint: str, out: str, quantize: str = "none", mode: s
     _check_quantize(quantize)
     run = load(checkpoint)
     return export_model(run.task, run.variables, run.config, out, quantize=quantize, mode=mode,
-                        latency_iters=latency_iters, source=str(run.workdir))
+                        latency_iters=latency_iters, source=str(run.checkpoint))
 
 
 def _check_quantize(quantize: str) -> None:

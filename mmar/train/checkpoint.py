@@ -31,8 +31,14 @@ Public API:
   (EMA weights as 'params' with ``ema=True``). ``checkpoint_dir`` may be a work directory, its
   ``checkpoints``/``best`` directory, or one step directory.
 
+- ``step_dirs(directory) -> [Path]``: every step folder (``<directory>/<step>``) in step
+  order, readable or not; ``read_meta(step_dir) -> dict | None``: its JSON metadata.
+
 Missing or unreadable checkpoints raise :class:`mmar.errors.CheckpointError` naming the
-directory.
+directory. After a failed restore, tensorstore may still complete reads on the event loop orbax
+already closed, and the read coroutines orbax abandoned report their error when collected; those
+errors ("Event loop is closed", "Exception ignored in: <coroutine ...>") are dropped (only those:
+:func:`quiet_closed_loop_callbacks`) instead of printing tracebacks after the one-line error.
 """
 from __future__ import annotations
 
@@ -40,6 +46,7 @@ import base64
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -57,6 +64,9 @@ __all__ = [
     "restore_latest",
     "load_params",
     "resolve_step_dir",
+    "step_dirs",
+    "read_meta",
+    "quiet_closed_loop_callbacks",
     "encode_data_state",
     "decode_data_state",
 ]
@@ -70,6 +80,40 @@ FORMAT_VERSION = 1
 def _describe(e: BaseException, limit: int = 400) -> str:
     text = f"{type(e).__name__}: {e}"
     return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def _is_closed_loop_callback(u) -> bool:
+    """An unraisable ``RuntimeError('Event loop is closed')`` raised by
+    ``loop.call_soon_threadsafe`` (a tensorstore read finishing after orbax closed its loop), or
+    the error of an orbax read coroutine that the failed restore abandoned, raised when it is
+    garbage-collected."""
+    code = getattr(u.object, "cr_code", None)
+    if code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename:
+        return True
+    if u.exc_type is not RuntimeError or str(u.exc_value) != "Event loop is closed":
+        return False
+    tb = u.exc_traceback
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "call_soon_threadsafe":
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def quiet_closed_loop_callbacks() -> None:
+    """Drop the "Event loop is closed" callback errors a failed orbax restore leaves behind
+    (every other unraisable exception still goes to the previous ``sys.unraisablehook``).
+    Installed once, when a restore fails."""
+    previous = sys.unraisablehook
+    if getattr(previous, "_mmar_quiet_loop", False):
+        return
+
+    def hook(u):
+        if not _is_closed_loop_callback(u):
+            previous(u)
+
+    hook._mmar_quiet_loop = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
 
 
 class Restored(NamedTuple):
@@ -280,6 +324,7 @@ class CheckpointManager:
             out = mngr.restore(step, args=ocp.args.Composite(state=state_args, meta=ocp.args.JsonRestore()))
             state, meta = out["state"], out["meta"]
         except Exception as e:  # noqa: BLE001
+            quiet_closed_loop_callbacks()
             raise CheckpointError(f"{where}/{step}: cannot restore checkpoint: {_describe(e)}") from e
         if not isinstance(meta, dict):
             raise CheckpointError(f"{where}/{step}: malformed checkpoint metadata")
@@ -303,6 +348,24 @@ def restore_latest(workdir: str | os.PathLike, abstract_state: Any = None) -> Re
 
 def _is_step_dir(p: Path) -> bool:
     return p.name.isdigit() and (p / "state").is_dir()
+
+
+def step_dirs(directory: str | os.PathLike) -> list[Path]:
+    """Every step folder ``<directory>/<step>`` in step order, committed and readable or not
+    (orbax writes a step under a temporary name and renames it when complete)."""
+    d = Path(directory)
+    if not d.is_dir():
+        return []
+    return sorted((c for c in d.iterdir() if c.name.isdigit() and c.is_dir()), key=lambda c: int(c.name))
+
+
+def read_meta(step_dir: str | os.PathLike) -> dict | None:
+    """The JSON metadata of a step folder (step, data state, config, best), or None if unreadable."""
+    try:
+        meta = json.loads((Path(step_dir) / "meta" / "metadata").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return meta if isinstance(meta, dict) else None
 
 
 def _committed_steps(d: Path) -> list[int]:
@@ -359,11 +422,9 @@ def load_params(
     except CheckpointError:
         raise
     except Exception as e:  # noqa: BLE001
+        quiet_closed_loop_callbacks()
         raise CheckpointError(f"{state_dir}: cannot load parameters: {_describe(e)}") from e
-    try:
-        config = json.loads((step_dir / "meta" / "metadata").read_text()).get("config")
-    except (OSError, json.JSONDecodeError, AttributeError):
-        config = None
+    config = (read_meta(step_dir) or {}).get("config")
     variables = {"params": out["ema_params"] if ema else out["params"]}
     variables.update(out.get("extra_vars") or {})
     return variables, config

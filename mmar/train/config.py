@@ -24,10 +24,22 @@ import instead of creating a new key (``docs/design.md``).
   :class:`mmar.errors.ConfigError` naming the key.
 - ``config_to_dict(cfg)`` (JSON-ready) and ``config_from_dict(d, base)`` (values written into a
   copy of the typed ``base``).
-- ``save_config(cfg, workdir)`` writes ``workdir/config.json`` (``{"format", "task", "config",
-  "overrides"}``, atomically); ``read_saved_config(workdir)`` returns that payload and
+- ``save_config(cfg, workdir, overrides=None, history=None)`` writes ``workdir/config.json``
+  (``{"format", "task", "config", "overrides", "config_history"}``, atomically: a temporary file
+  renamed into place); ``read_saved_config(workdir)`` returns that payload and
   ``load_saved_config(workdir, base)`` the typed config. :func:`mmar.run.load` picks ``base``
   from the task the file names.
+
+Resuming a run (:func:`mmar.train.train`) compares the new config with the run's, both as their
+:func:`config_to_dict` JSON, field by field (:func:`config_changes`, :func:`resume_conflicts`).
+Only the fields of :data:`RESUME_FREE_FIELDS` may differ without ``allow_config_change``: they
+change how the loop logs, saves and lays out devices, not what a step computes;
+``train.steps`` too (extending a run), unless the cosine schedule is stretched over it
+(``optim.decay_steps`` None). Every other difference, evaluation-only fields included, is refused.
+``config_history`` lists which steps ran under which config: entries ``{"from_step", "config",
+"overrides", "changed"}``, one more each time a resume runs under a config that differs from the
+last entry (``changed``: ``{field: [old, new]}``); steps ``[from_step, next entry's from_step)``
+ran under ``config``.
 """
 from __future__ import annotations
 
@@ -57,6 +69,11 @@ __all__ = [
     "config_from_dict",
     "save_config",
     "read_saved_config",
+    "RESUME_FREE_FIELDS",
+    "flatten_config",
+    "config_changes",
+    "resume_conflicts",
+    "config_history",
     "load_saved_config",
 ]
 
@@ -347,19 +364,97 @@ def config_from_dict(d: dict, base: Any) -> Any:
     return _merge(copy.deepcopy(base), d, "")
 
 
-def save_config(cfg: Any, workdir: str | os.PathLike, overrides: Iterable[str] | None = None) -> Path:
-    """Write ``workdir/config.json`` atomically and return its path."""
+def config_overrides(cfg: Any) -> list[str]:
+    """The ``--set`` overrides :func:`load_config` applied to ``cfg`` (``[]`` if none)."""
+    return list(getattr(cfg, _OVERRIDES_ATTR, ()))
+
+
+def save_config(cfg: Any, workdir: str | os.PathLike, overrides: Iterable[str] | None = None,
+                history: list[dict] | None = None) -> Path:
+    """Write ``workdir/config.json`` atomically (a temporary file in the same directory, renamed
+    into place) and return its path. ``history``: the ``config_history`` list to store."""
     if overrides is None:
-        overrides = getattr(cfg, _OVERRIDES_ATTR, ())
+        overrides = config_overrides(cfg)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     payload = {"format": SAVED_FORMAT, "task": getattr(cfg, "task", None), "config": config_to_dict(cfg),
                "overrides": list(overrides)}
+    if history is not None:
+        payload["config_history"] = history
     path = workdir / CONFIG_FILENAME
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
+    tmp = workdir / f".{CONFIG_FILENAME}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w") as f:
+            f.write(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
+
+
+# --------------------------------------------------------------------------- resuming
+
+#: Fields that may differ when a run is resumed without ``allow_config_change``: how the loop
+#: logs, saves and lays out devices, not what a step computes. ``train.steps`` may change unless
+#: the cosine schedule spans it (``optim.schedule="cosine"`` with ``optim.decay_steps=None``).
+RESUME_FREE_FIELDS = frozenset({
+    "train.steps", "train.progress", "train.log_every", "train.eval_every", "train.ckpt_every",
+    "train.keep_checkpoints", "train.async_checkpoint", "train.num_devices", "train.mesh_shape",
+    "train.fsdp", "train.fsdp_min_size",
+})
+
+_ABSENT = "<absent>"
+
+
+def flatten_config(d: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists are values)."""
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict) and v:
+            out.update(flatten_config(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+def config_changes(old: dict, new: dict) -> list[tuple[str, Any, Any]]:
+    """``(field, old value, new value)`` for each field where two :func:`config_to_dict` dicts
+    differ, compared as JSON (a field one side lacks has the value ``"<absent>"``)."""
+    a = flatten_config(json.loads(json.dumps(old)))
+    b = flatten_config(json.loads(json.dumps(new)))
+    return [(k, a.get(k, _ABSENT), b.get(k, _ABSENT)) for k in sorted(set(a) | set(b))
+            if a.get(k, _ABSENT) != b.get(k, _ABSENT)]
+
+
+def resume_conflicts(old: dict, new: dict) -> list[str]:
+    """The changes of :func:`config_changes` that resuming without ``allow_config_change``
+    refuses, as ``"field: old -> new"`` lines (see :data:`RESUME_FREE_FIELDS`)."""
+    flat = flatten_config(new)
+    stretched = flat.get("optim.schedule") == "cosine" and flat.get("optim.decay_steps") is None
+    out = []
+    for key, a, b in config_changes(old, new):
+        if key == "train.steps" and stretched:
+            out.append(f"{key}: {a!r} -> {b!r} (stretches the cosine schedule, optim.decay_steps is None)")
+        elif key not in RESUME_FREE_FIELDS:
+            out.append(f"{key}: {a!r} -> {b!r}")
+    return out
+
+
+def config_history(payload: dict | None) -> list[dict]:
+    """The ``config_history`` of a saved payload; a run saved without one gets a single entry
+    (its config, from step 0)."""
+    if not payload:
+        return []
+    history = payload.get("config_history")
+    if isinstance(history, list) and history:
+        return [dict(h) for h in history]
+    return [{"from_step": 0, "config": payload.get("config"), "overrides": list(payload.get("overrides", []))}]
 
 
 def read_saved_config(workdir: str | os.PathLike) -> dict:

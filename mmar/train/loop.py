@@ -22,14 +22,23 @@ plain Python iterator can be wrapped in :class:`StatefulIterator`. ``new_extra_v
 ``evaluate`` receives the EMA
 weights when ``optim.ema_decay`` is set, the live weights otherwise.
 
-``train(task, cfg, workdir) -> (TrainState, history)``:
+``train(task, cfg, workdir, allow_config_change=False) -> (TrainState, history)``:
 
-1. saves ``cfg`` to ``workdir/config.json``; builds the ('data', 'fsdp') mesh;
-2. builds the state (params replicated, or FSDP-sharded by rule with ``train.fsdp``) with a
-   jitted init placed by ``out_shardings`` — or, when ``workdir/checkpoints`` has a checkpoint,
-   restores params, optimizer state, EMA, extra collections, RNG and data-iterator position
-   from the latest one, logs (INFO) and prints on stderr (process 0) the one line
-   ``resumed from step N (<checkpoint dir>)`` and continues from step N;
+1. locks the work directory (``workdir/.lock``, held until ``train`` returns: a second
+   ``train`` on the same directory fails at once with :class:`WorkdirBusyError`); when the run
+   has checkpoints, compares ``cfg`` with the config it was trained with (its ``config.json``,
+   else the newest checkpoint's) and refuses a changed config with :class:`ConfigError` naming
+   the fields, unless ``allow_config_change`` (see :func:`mmar.train.config.resume_conflicts`:
+   the loop's own fields and ``train.steps`` may change); nothing is written before these checks;
+2. builds the ('data', 'fsdp') mesh and the state (params replicated, or FSDP-sharded by rule
+   with ``train.fsdp``) with a jitted init placed by ``out_shardings`` — or, when
+   ``workdir/checkpoints`` has a checkpoint, restores params, optimizer state, EMA, extra
+   collections, RNG and data-iterator position from the latest one, logs (INFO) and prints on
+   stderr (process 0) the one line ``resumed from step N (<checkpoint dir>)`` and continues
+   from step N. Only then is ``cfg`` written to ``workdir/config.json`` (atomically), with its
+   ``config_history``: which steps ran under which config. When the step resumed from was an
+   evaluation step whose evaluation did not complete (interrupted; ``workdir/evals.jsonl``
+   records each completed one), that evaluation (and the best checkpoint) is done first;
 3. runs ONE jit-compiled train step (state donated, explicit in/out shardings, batch split over
    all devices) ``train.steps`` times in total, with a rich progress bar (steps/s, loss);
 4. every ``log_every`` steps logs the mean train metrics (plus lr, grad_norm, steps_per_sec) to
@@ -48,14 +57,17 @@ Inside: :func:`make_context` builds a :class:`TrainContext` (config, mesh, optim
 checkpoint manager, metric writer); :func:`create_state` and :func:`make_train_step` build the
 state and the jitted step; :func:`run_loop` runs it and after each step calls the :data:`HOOKS`
 in order (divergence check, train metrics, progress bar, checkpoint, evaluation, best
-checkpoint, flush), each reading and updating the :class:`LoopState`.
+checkpoint, evaluation record, flush), each reading and updating the :class:`LoopState`.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import logging
 import math
+import os
+import socket
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, runtime_checkable
@@ -67,16 +79,34 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from mmar.errors import ConfigError, MmarError
+from mmar.errors import ConfigError, MmarError, shorten
 from mmar.train import sharding as shd
-from mmar.train.checkpoint import CheckpointManager
-from mmar.train.config import Config, config_to_dict, save_config
+from mmar.train.checkpoint import LATEST_DIR, CheckpointManager, read_meta, step_dirs
+from mmar.train.config import (
+    CONFIG_FILENAME,
+    Config,
+    config_changes,
+    config_history,
+    config_overrides,
+    config_to_dict,
+    read_saved_config,
+    resume_conflicts,
+    save_config,
+)
 from mmar.train.logging import MetricWriter, TrainProgress, announce
 from mmar.train.optim import ema_update, make_optimizer
 
-__all__ = ["Task", "TrainState", "StatefulIterator", "TrainingDivergedError", "DataExhaustedError", "train"]
+__all__ = ["Task", "TrainState", "StatefulIterator", "TrainingDivergedError", "DataExhaustedError",
+           "WorkdirBusyError", "train", "evaluated_steps", "EVALS_FILENAME", "LOCK_FILENAME"]
 
 log = logging.getLogger("mmar.train")
+
+EVALS_FILENAME = "evals.jsonl"  # one line {"step", metrics...} per completed evaluation
+LOCK_FILENAME = ".lock"
+
+
+class WorkdirBusyError(MmarError):
+    """Another ``train`` holds the work directory's lock."""
 
 
 class TrainingDivergedError(MmarError, FloatingPointError):
@@ -220,6 +250,7 @@ class TrainContext:
     ckpt: CheckpointManager
     writer: MetricWriter
     is_main: bool  # process 0: writes TensorBoard files, config.json and draws the progress bar
+    history: list[dict] = dataclasses.field(default_factory=list)  # config_history of the run so far
 
     @property
     def ema_decay(self) -> float | None:
@@ -236,23 +267,112 @@ class TrainContext:
             self.writer.close()
 
 
-def train(task: Task, cfg: Config, workdir: str | Path) -> tuple[TrainState, list[dict[str, Any]]]:
-    """Train ``task`` as configured; resumes from ``workdir`` when it has a checkpoint."""
+def train(task: Task, cfg: Config, workdir: str | Path, *,
+          allow_config_change: bool = False) -> tuple[TrainState, list[dict[str, Any]]]:
+    """Train ``task`` as configured; resumes from ``workdir`` when it has a checkpoint (refusing
+    a config that differs from the run's unless ``allow_config_change``; module doc, step 1)."""
     shd.maybe_initialize_distributed()
     _check_cfg(cfg)
-    ctx = make_context(task, cfg, Path(workdir).absolute())
+    workdir = Path(workdir).absolute()
+    lock = WorkdirLock(workdir) if jax.process_index() == 0 else None
     try:
-        return _run(ctx)
+        history = check_run_config(cfg, workdir, allow_config_change)
+        ctx = make_context(task, cfg, workdir)
+        ctx.history = history
+        try:
+            return _run(ctx)
+        finally:
+            ctx.close()
     finally:
-        ctx.close()
+        if lock is not None:
+            lock.release()
+
+
+class WorkdirLock:
+    """An exclusive ``flock`` on ``workdir/.lock`` (which names the holder), taken at once or
+    :class:`WorkdirBusyError`. Released by :meth:`release` or when the process ends, however."""
+
+    def __init__(self, workdir: Path):
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.path = workdir / LOCK_FILENAME
+        self._f = open(self.path, "a+")
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: no lock
+            return
+        try:
+            fcntl.flock(self._f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._f.seek(0)
+            holder = self._f.read().strip()
+            self._f.close()
+            raise WorkdirBusyError(
+                f"{workdir}: another mmar train is running in this work directory "
+                f"({holder or 'holder unknown'}); wait for it to end or use another --workdir") from None
+        self._f.seek(0)
+        self._f.truncate()
+        self._f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        self._f.flush()
+
+    def release(self) -> None:
+        if not self._f.closed:
+            self._f.close()  # closing the file drops the flock
+
+
+def check_run_config(cfg: Config, workdir: Path, allow_change: bool) -> list[dict]:
+    """Before anything is written: the ``config_history`` of the run in ``workdir`` ([] when it
+    has no checkpoint: a fresh start), after checking that ``cfg`` may resume it."""
+    steps = step_dirs(workdir / LATEST_DIR)
+    if not steps:
+        return []
+    payload = None
+    if (workdir / CONFIG_FILENAME).exists():
+        try:
+            payload = read_saved_config(workdir)
+        except ConfigError as e:
+            log.warning("%s; comparing with the config saved in the newest checkpoint", e)
+    old = payload["config"] if payload else (read_meta(steps[-1]) or {}).get("config")
+    if not isinstance(old, dict):
+        if allow_change:
+            return []
+        raise ConfigError(f"{workdir}: has checkpoints but no readable {CONFIG_FILENAME} or checkpoint config to "
+                          f"compare with; pass --allow-config-change to resume it with this config")
+    conflicts = resume_conflicts(old, config_to_dict(cfg))
+    if conflicts and not allow_change:
+        more = f"; and {len(conflicts) - 6} more" if len(conflicts) > 6 else ""
+        raise ConfigError(
+            f"{workdir}: this run was trained (up to step {steps[-1].name}) under another config and resuming "
+            f"would mix the two; use a new --workdir, or --allow-config-change to resume under this config "
+            f"(config.json records which steps ran under which). Changed: "
+            + "; ".join(shorten(c, 80) for c in conflicts[:6]) + more)
+    if conflicts:
+        log.warning("%s: resuming under a changed config (allowed): %s", workdir, shorten("; ".join(conflicts)))
+    return config_history(payload) if payload else [{"from_step": 0, "config": old, "overrides": []}]
+
+
+def record_config(ctx: TrainContext, start_step: int | None) -> None:
+    """Write ``config.json`` (process 0) with its history extended by this call's config when
+    it differs from the last entry (or a new history for a fresh run)."""
+    if not ctx.is_main:
+        return
+    entry = {"from_step": int(start_step or 0), "config": ctx.cfg_dict, "overrides": config_overrides(ctx.cfg)}
+    history = list(ctx.history)
+    if start_step is None or not history:
+        history = [entry]
+    else:
+        changes = config_changes(history[-1].get("config") or {}, ctx.cfg_dict)
+        if changes:
+            entry["changed"] = {k: [a, b] for k, a, b in changes}
+            history.append(entry)
+    save_config(ctx.cfg, ctx.ckpt.workdir, history=history)
+    ctx.history = history
 
 
 def make_context(task: Task, cfg: Config, workdir: Path) -> TrainContext:
-    """Save the config; build the mesh, optimizer, checkpoint manager and metric writer."""
+    """Build the mesh, optimizer, checkpoint manager and metric writer (the config is written
+    by :func:`record_config` once the state is built or restored)."""
     tcfg = cfg.train
     is_main = jax.process_index() == 0
-    if is_main:
-        save_config(cfg, workdir)
     cfg_dict = config_to_dict(cfg)
     mesh = shd.make_mesh(tcfg.num_devices, tcfg.mesh_shape, tcfg.fsdp)
     tx, schedule = make_optimizer(cfg.optim, tcfg.steps)
@@ -271,9 +391,12 @@ def _run(ctx: TrainContext) -> tuple[TrainState, list[dict[str, Any]]]:
     it, batch = start_data(ctx, start_step)
     gbatch = first_global_batch(ctx, batch)
     state, shardings = create_state(ctx, gbatch, start_step)
+    record_config(ctx, start_step)
+    if start_step is not None:
+        redo_interrupted_evaluation(ctx, state, start_step)
     if start_step is not None and start_step >= tcfg.steps:
         log.info("checkpoint at step %d >= train.steps=%d: nothing to train", start_step, tcfg.steps)
-        return state, []
+        return state, ctx.writer.history
     step_fn = make_train_step(ctx.task, ctx.tx, ctx.schedule, ctx.ema_decay, shardings, ctx.mesh)
     loop = LoopState(state=state, step=int(start_step or 0), it=it)
     with TrainProgress(int(tcfg.steps), start=loop.step, enabled=ctx.is_main and tcfg.progress) as loop.bar:
@@ -283,6 +406,43 @@ def _run(ctx: TrainContext) -> tuple[TrainState, list[dict[str, Any]]]:
 
 
 # --------------------------------------------------------------------------- data and state
+
+
+class _SavedPosition:
+    """The data position saved with a checkpoint, standing for the iterator (``get_state``)."""
+
+    def __init__(self, state: Any):
+        self._state = state
+
+    def get_state(self) -> Any:
+        return self._state
+
+
+def evaluated_steps(workdir: str | Path) -> set[int]:
+    """Steps whose evaluation completed (``workdir/evals.jsonl``; unreadable lines ignored)."""
+    try:
+        lines = (Path(workdir) / EVALS_FILENAME).read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return set()
+    out = set()
+    for line in lines:
+        try:
+            out.add(int(json.loads(line)["step"]))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return out
+
+
+def redo_interrupted_evaluation(ctx: TrainContext, state: TrainState, step: int) -> None:
+    """When ``step`` (resumed from) is an evaluation step whose evaluation never completed
+    (interrupted by Ctrl-C or a kill), evaluate it now and keep the best checkpoint."""
+    if not Due.at(ctx, step).eval or step in evaluated_steps(ctx.ckpt.workdir):
+        return
+    announce(f"evaluating step {step} (its evaluation did not complete)", log, enabled=ctx.is_main)
+    loop = LoopState(state=state, step=step, it=_SavedPosition(ctx.ckpt.data_state(step)))
+    loop.due = Due(log=False, ckpt=False, eval=True)
+    for hook in (run_evaluation, save_best_checkpoint, record_evaluation, flush_metrics):
+        hook(ctx, loop)
 
 
 def start_data(ctx: TrainContext, start_step: int | None) -> tuple[Any, Any]:
@@ -529,6 +689,20 @@ def save_best_checkpoint(ctx: TrainContext, loop: LoopState) -> None:
     ctx.ckpt.save_best(loop.step, loop.state, loop.it.get_state(), metric, results[metric], ctx.cfg_dict)
 
 
+def record_evaluation(ctx: TrainContext, loop: LoopState) -> None:
+    """After an evaluation: once its checkpoints are on disk, append it to ``evals.jsonl`` (a
+    resumed run redoes an evaluation step that is not recorded there)."""
+    if loop.eval_results is None:
+        return
+    ctx.ckpt.wait()
+    if ctx.is_main:
+        row = {"step": loop.step, **{k: (v if math.isfinite(v) else str(v)) for k, v in loop.eval_results.items()}}
+        with open(ctx.ckpt.workdir / EVALS_FILENAME, "a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
 def flush_metrics(ctx: TrainContext, loop: LoopState) -> None:
     """After logging or evaluating: flush the TensorBoard files."""
     if loop.due.log or loop.due.eval:
@@ -543,5 +717,6 @@ HOOKS: tuple[Hook, ...] = (
     save_checkpoint,
     run_evaluation,
     save_best_checkpoint,
+    record_evaluation,
     flush_metrics,
 )

@@ -440,17 +440,19 @@ def _shard_options(shard: Any, drop_remainder: bool):
     return sharding.ShardOptions(int(index), int(count), drop_remainder)
 
 
-class _TrainBatch:
-    """Batch ``b`` of this host's stream of windows; a grain ``MapTransform``-like callable.
+class EpochBatches:
+    """The item indices of batch ``b`` of this host's endless shuffled stream (grain-friendly:
+    a batch depends on nothing but its number, so the stream resumes from a batch count).
 
-    Epoch ``e`` is the permutation ``default_rng([seed, e]).permutation(num_windows)``; this
+    Epoch ``e`` is the permutation ``default_rng([seed, e]).permutation(num_items)``; this
     host reads positions ``[lo, hi)`` of it (an even split with the remainder dropped, so
     that every host runs the same number of steps). Position ``p`` of the host's
-    stream is epoch ``p // (hi - lo)``, entry ``lo + p % (hi - lo)``.
+    stream is epoch ``p // (hi - lo)``, entry ``lo + p % (hi - lo)``; batches run across
+    epoch boundaries. Subclasses turn :meth:`ids` into a batch in ``__call__``.
     """
 
-    def __init__(self, ds: WindowDataset, batch_size: int, seed: int, lo: int, hi: int):
-        self.ds, self.batch_size, self.seed, self.lo, self.per_epoch = ds, batch_size, seed, lo, hi - lo
+    def __init__(self, num_items: int, batch_size: int, seed: int, lo: int, hi: int):
+        self.num_items, self.batch_size, self.seed, self.lo, self.per_epoch = num_items, batch_size, seed, lo, hi - lo
         self._perms: dict[int, np.ndarray] = {}
         self._lock = threading.Lock()
 
@@ -468,24 +470,35 @@ class _TrainBatch:
             p = self._perms.get(epoch)
             if p is None:
                 rng = np.random.default_rng([self.seed, epoch])
-                p = rng.permutation(len(self.ds))[self.lo:self.lo + self.per_epoch]
+                p = rng.permutation(self.num_items)[self.lo:self.lo + self.per_epoch]
                 if len(self._perms) >= 2:
                     self._perms.pop(min(self._perms))
                 self._perms[epoch] = p
             return p
 
-    def __call__(self, b: int) -> dict[str, np.ndarray]:
+    def ids(self, b: int) -> np.ndarray:
+        """Item indices ``(batch_size,)`` of batch ``b``."""
         pos = int(b) * self.batch_size + np.arange(self.batch_size, dtype=np.int64)
         epoch, k = np.divmod(pos, self.per_epoch)
         e0, e1 = int(epoch[0]), int(epoch[-1])
         if e0 == e1:
-            ids = self._perm(e0)[k]
-        else:
-            ids = np.empty_like(k)
-            for e in range(e0, e1 + 1):
-                sel = epoch == e
-                ids[sel] = self._perm(e)[k[sel]]
-        return self.ds.gather(ids)
+            return self._perm(e0)[k]
+        ids = np.empty_like(k)
+        for e in range(e0, e1 + 1):
+            sel = epoch == e
+            ids[sel] = self._perm(e)[k[sel]]
+        return ids
+
+
+class _TrainBatch(EpochBatches):
+    """Batch ``b`` of this host's stream of windows (see :class:`EpochBatches`)."""
+
+    def __init__(self, ds: WindowDataset, batch_size: int, seed: int, lo: int, hi: int):
+        super().__init__(len(ds), batch_size, seed, lo, hi)
+        self.ds = ds
+
+    def __call__(self, b: int) -> dict[str, np.ndarray]:
+        return self.ds.gather(self.ids(b))
 
 
 class BatchIterator:
@@ -598,6 +611,6 @@ def make_train_iterator(source: WindowDataset | ClipArrays | Sequence[Any],
 
 
 __all__ = [
-    "ClipArrays", "WindowDataset", "BatchIterator", "make_train_iterator",
+    "ClipArrays", "WindowDataset", "EpochBatches", "BatchIterator", "make_train_iterator",
     "clips_to_arrays", "FRAME_KEYS", "CLIP_KEYS", "DEFAULT_KEYS",
 ]

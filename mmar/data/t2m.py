@@ -78,7 +78,6 @@ import hashlib
 import json
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -86,6 +85,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from mmar.data import hml_features as hf
+from mmar.data.pipeline import EpochBatches
 from mmar.errors import ConfigError, DataFormatError, ShapeError
 
 __all__ = [
@@ -689,50 +689,22 @@ def _assemble(split: T2MSplit, norm: hf.Normalizer, ids, starts, lengths, crop_l
     }
 
 
-class _TrainBatch:
+class _TrainBatch(EpochBatches):
     """Batch ``b`` of this host's stream: epoch ``e`` is ``default_rng([seed, e]).permutation``
-    of the split's motions, of which this host reads positions ``[lo, hi)``; the crop, the
-    coin and the caption of batch ``b`` come from ``default_rng([seed, index, count, b])``,
-    so a batch depends on nothing but its number (resumable, thread-order free)."""
+    of the split's motions, of which this host reads positions ``[lo, hi)``
+    (:class:`mmar.data.pipeline.EpochBatches`); the crop, the coin and the caption of batch ``b``
+    come from ``default_rng([seed, index, count, b])``, so a batch depends on nothing but its
+    number (resumable, thread-order free)."""
 
     def __init__(self, split: T2MSplit, norm: hf.Normalizer, batch_size: int, seed: int,
                  shard: tuple[int, int], lo: int, hi: int, crop_len: int, unit: int,
                  drop_prob: float, min_len: int):
-        self.split, self.norm = split, norm
-        self.batch_size, self.seed, self.shard = batch_size, seed, shard
-        self.lo, self.per_epoch = lo, hi - lo
+        super().__init__(len(split), batch_size, seed, lo, hi)
+        self.split, self.norm, self.shard = split, norm, shard
         self.crop_len, self.unit, self.drop_prob, self.min_len = crop_len, unit, drop_prob, min_len
-        self._perms: dict[int, np.ndarray] = {}
-        self._lock = threading.Lock()
-
-    def __getstate__(self):
-        d = dict(self.__dict__)
-        d["_perms"], d["_lock"] = {}, None
-        return d
-
-    def __setstate__(self, d):
-        self.__dict__.update(d)
-        self._lock = threading.Lock()
-
-    def _perm(self, epoch: int) -> np.ndarray:
-        with self._lock:
-            p = self._perms.get(epoch)
-            if p is None:
-                rng = np.random.default_rng([self.seed, epoch])
-                p = rng.permutation(len(self.split))[self.lo:self.lo + self.per_epoch]
-                if len(self._perms) >= 2:
-                    self._perms.pop(min(self._perms))
-                self._perms[epoch] = p
-            return p
 
     def __call__(self, b: int) -> dict[str, Any]:
-        B = self.batch_size
-        pos = int(b) * B + np.arange(B, dtype=np.int64)
-        epoch, k = np.divmod(pos, self.per_epoch)
-        ids = np.empty(B, np.int64)
-        for e in np.unique(epoch):
-            sel = epoch == e
-            ids[sel] = self._perm(int(e))[k[sel]]
+        ids = self.ids(b)
         rng = np.random.default_rng([self.seed, self.shard[0], self.shard[1], int(b)])
         L = self.split.lengths[ids]
         n = train_lengths(L, rng, self.crop_len, self.unit, self.drop_prob, self.min_len)

@@ -10,6 +10,7 @@ One module per task; ``cfg.task`` names it (big_vision's registry by module name
 | ``tmt_vqvae`` | :mod:`mmar.tasks.tmt_vqvae` | MotionMAR's TMT VQ-VAE (stage 1) |
 | ``motionmar`` | :mod:`mmar.tasks.motionmar` | MotionMAR: MAN + SAC + MRN (stage 2) |
 | ``moscale_vqvae`` | :mod:`mmar.tasks.moscale_vqvae` | MoScale's residual tokenizer (HRVQVAE, stage 1) |
+| ``t2m_evaluator`` | :mod:`mmar.tasks.t2m_evaluator` | Guo et al.'s text-motion evaluator (frozen after training) |
 
 A task module defines its ``cfg.model`` dataclass and its task class, and ends with
 ``TASK = <class>``. A task outside this package is named by its full module path
@@ -23,7 +24,8 @@ from mmar.errors import ConfigError
 
 __all__ = ["TASKS", "task_class", "make_task"]
 
-TASKS: tuple[str, ...] = ("agrol_mlp", "mlp_vqvae", "mem_mlp", "tmt_vqvae", "motionmar", "moscale_vqvae")
+TASKS: tuple[str, ...] = ("agrol_mlp", "mlp_vqvae", "mem_mlp", "tmt_vqvae", "motionmar", "moscale_vqvae",
+                         "t2m_evaluator")
 
 
 def task_class(name: str | None) -> type:

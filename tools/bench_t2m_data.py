@@ -24,15 +24,6 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO_ROOT))
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
 
 def _rate(it, n: int, warmup: int = 5) -> float:
     for _ in range(warmup):
@@ -61,9 +52,10 @@ def main(argv=None) -> None:
         raise SystemExit(f"--cache-dir {cache} lies inside the repository; use /tmp")
     os.environ["MMAR_CACHE_DIR"] = str(cache)
     from mmar.data.t2m import load_t2m
+    from mmar.eval.efficiency import cpu_model
 
     print(f"# bench_t2m_data: {' '.join(sys.argv)}")
-    print(f"date {datetime.datetime.now().isoformat(timespec='seconds')}, CPU {_cpu_model()}, "
+    print(f"date {datetime.datetime.now().isoformat(timespec='seconds')}, CPU {cpu_model()}, "
           f"{os.cpu_count()} logical CPUs, python {platform.python_version()}")
     kw = {"root": args.root, "workers": args.workers} if args.source == "bandai" else {"root": args.root}
     t = time.perf_counter()

@@ -32,7 +32,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -45,15 +44,6 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
 
 METRICS = ("rprec_top1", "rprec_top2", "rprec_top3", "mm_dist", "diversity", "fid", "fid_test_centre")
 
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _windows(split, starts, lengths, normalize):
@@ -164,6 +154,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from mmar.data import hml_features as hf
+    from mmar.eval.efficiency import cpu_model
     from mmar.data.t2m import load_t2m
     from mmar.run import load_run_config
     from mmar.tasks.t2m_evaluator import load_evaluator
@@ -185,7 +176,7 @@ def main(argv=None) -> int:
         dataset={s: ds[s].summary() for s in splits},
         command=" ".join([os.path.relpath(sys.argv[0], REPO_ROOT) if argv is None else "t2m_real_motion.py",
                           *(sys.argv[1:] if argv is None else argv)]),
-        date=datetime.datetime.now().isoformat(timespec="seconds"), cpu=_cpu_model(),
+        date=datetime.datetime.now().isoformat(timespec="seconds"), cpu=cpu_model(),
         wall_s=time.perf_counter() - t0)
     s = res["settings"]
     print(f"{d.source} {args.split}: {s['motions']} motions, {s['pairs_per_repeat']} pairs in pools of "

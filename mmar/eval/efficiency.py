@@ -8,6 +8,20 @@ import jax
 import numpy as np
 
 
+def cpu_model() -> str:
+    """The processor's model name (``/proc/cpuinfo``), for the machine line of a benchmark."""
+    import platform
+    from pathlib import Path
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def count_params(params: Any) -> int:
     """Total number of scalars in a parameter pytree (e.g. Flax ``variables['params']``).
 

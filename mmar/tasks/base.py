@@ -19,7 +19,7 @@ import numpy as np
 
 from mmar.errors import CheckpointError, ConfigError
 
-__all__ = ["BenchmarkDataConfig", "BenchmarkTask", "frozen_config", "load_stage_variables"]
+__all__ = ["TaskBase", "BenchmarkDataConfig", "BenchmarkTask", "frozen_config", "load_stage_variables"]
 
 
 @dataclasses.dataclass
@@ -78,25 +78,23 @@ def load_stage_variables(workdir: str, task: str, collections: tuple[str, ...], 
     return {k: v for k, v in run.variables.items() if k in collections}
 
 
-class BenchmarkTask:
-    """Base of the sparse-to-full-body tasks. Subclasses set ``ModelConfig`` (their ``cfg.model``
-    dataclass) and implement ``init``, ``loss`` and either ``predict_batch`` or ``evaluate``."""
+class TaskBase:
+    """What every task shares: its config sections (``ModelConfig``, ``DataConfig``, checked on
+    construction), the export modes and the typed default config a saved run is read into."""
 
     ModelConfig: ClassVar[type]
-    DataConfig: ClassVar[type] = BenchmarkDataConfig
+    DataConfig: ClassVar[type]
     #: exportable TFLite modes (:mod:`mmar.export`), the first is the default; () = not a predictor
     export_modes: ClassVar[tuple[str, ...]] = ()
-    #: the frozen first-stage model (a VQ-VAE) the model reads, if any
-    vq_model = None
 
-    def __init__(self, cfg, benchmark=None):
-        if not isinstance(cfg.model, self.ModelConfig):
-            raise ConfigError(f"task {cfg.task!r} needs model = {self.ModelConfig.__name__}, "
-                              f"got {type(cfg.model).__name__}")
+    def __init__(self, cfg):
+        for section, cls in (("model", self.ModelConfig), ("data", self.DataConfig)):
+            if not isinstance(getattr(cfg, section), cls):
+                raise ConfigError(f"task {cfg.task!r} needs {section} = {cls.__name__}, "
+                                  f"got {type(getattr(cfg, section)).__name__}")
         self.cfg = cfg
         self.m = cfg.model
         self.d = cfg.data
-        self._benchmark = benchmark
 
     @classmethod
     def default_config(cls):
@@ -104,6 +102,19 @@ class BenchmarkTask:
         from mmar.train.config import Config
 
         return Config(model=cls.ModelConfig(), data=cls.DataConfig())
+
+
+class BenchmarkTask(TaskBase):
+    """Base of the sparse-to-full-body tasks. Subclasses set ``ModelConfig`` (their ``cfg.model``
+    dataclass) and implement ``init``, ``loss`` and either ``predict_batch`` or ``evaluate``."""
+
+    DataConfig: ClassVar[type] = BenchmarkDataConfig
+    #: the frozen first-stage model (a VQ-VAE) the model reads, if any
+    vq_model = None
+
+    def __init__(self, cfg, benchmark=None):
+        super().__init__(cfg)
+        self._benchmark = benchmark
 
     # ------------------------------------------------------------------ data
     @property

@@ -62,7 +62,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmar.errors import ConfigError
-from mmar.tasks.base import frozen_config
+from mmar.tasks.base import TaskBase, frozen_config
 
 __all__ = ["MoScaleVQVAEModelConfig", "MoScaleDataConfig", "MoScaleVQVAETask", "TASK", "vqvae_config",
            "BATCH_KEYS"]
@@ -171,7 +171,7 @@ class _ArraysOnly:
         self._it.set_state(state)
 
 
-class MoScaleVQVAETask:
+class MoScaleVQVAETask(TaskBase):
     """MoScale's HRVQVAE as a task of :func:`mmar.train.train` (see the module docstring).
 
     ``dataset`` (or ``benchmark``, the name :func:`mmar.run.load` passes): a preloaded
@@ -179,20 +179,13 @@ class MoScaleVQVAETask:
 
     ModelConfig: ClassVar[type] = MoScaleVQVAEModelConfig
     DataConfig: ClassVar[type] = MoScaleDataConfig
-    export_modes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, cfg, benchmark=None, dataset=None):
-        if not isinstance(cfg.model, self.ModelConfig):
-            raise ConfigError(f"task {cfg.task!r} needs model = {self.ModelConfig.__name__}, "
-                              f"got {type(cfg.model).__name__}")
-        if not isinstance(cfg.data, self.DataConfig):
-            raise ConfigError(f"task {cfg.task!r} needs data = {self.DataConfig.__name__}, "
-                              f"got {type(cfg.data).__name__}")
+        super().__init__(cfg)
         from mmar.data import hml_features as hf
         from mmar.data.t2m import SOURCES
         from mmar.models.vqvae import TemporalVQVAE
 
-        self.cfg, self.m, self.d = cfg, cfg.model, cfg.data
         if self.d.source not in SOURCES:
             raise ConfigError(f"data.source must be one of {SOURCES}, got {self.d.source!r}")
         self._dataset = dataset if dataset is not None else benchmark
@@ -207,12 +200,6 @@ class MoScaleVQVAETask:
             raise ConfigError(f"model.vel_slice {self.m.vel_slice} is outside the {self.spec.feature_dim} features")
         self._terms = tuple(t for t in ((a, b, float(self.m.vel_weight)), (0, 4, float(self.m.root_weight))))
 
-    @classmethod
-    def default_config(cls):
-        """The typed config a saved run is read into (:func:`mmar.run.load`)."""
-        from mmar.train.config import Config
-
-        return Config(model=cls.ModelConfig(), data=cls.DataConfig())
 
     # ------------------------------------------------------------------ data
     @property

@@ -48,7 +48,7 @@ import numpy as np
 from mmar.errors import CheckpointError, ConfigError
 from mmar.eval.t2m import mm_dist, r_precision
 from mmar.models.t2m_evaluator import LOSSES, FrozenT2MEvaluator, T2MEvaluator, T2MEvaluatorConfig, matching_loss
-from mmar.tasks.base import frozen_config
+from mmar.tasks.base import TaskBase, frozen_config
 
 __all__ = ["T2MEvaluatorModelConfig", "T2MEvaluatorDataConfig", "T2MEvaluatorTask", "TASK",
            "load_evaluator", "pooled_retrieval", "caption_groups", "ASSETS"]
@@ -141,36 +141,24 @@ class _TokenizedBatches:
         self._it.set_state(state)
 
 
-class T2MEvaluatorTask:
+class T2MEvaluatorTask(TaskBase):
     """Trains the text-motion evaluator; see the module doc. ``benchmark``: a
     :class:`~mmar.data.t2m.T2MDataset` to use instead of loading ``cfg.data`` (tests)."""
 
     ModelConfig: ClassVar[type] = T2MEvaluatorModelConfig
     DataConfig: ClassVar[type] = T2MEvaluatorDataConfig
-    export_modes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, cfg, benchmark=None):
-        if not isinstance(cfg.model, self.ModelConfig):
-            raise ConfigError(f"task {cfg.task!r} needs model = {self.ModelConfig.__name__}, "
-                              f"got {type(cfg.model).__name__}")
-        if not isinstance(cfg.data, self.DataConfig):
-            raise ConfigError(f"task {cfg.task!r} needs data = {self.DataConfig.__name__}, "
-                              f"got {type(cfg.data).__name__}")
+        super().__init__(cfg)
         if cfg.model.loss not in LOSSES:
             raise ConfigError(f"model.loss must be one of {LOSSES}, got {cfg.model.loss!r}")
         if cfg.data.eval_split == "test":
             raise ConfigError("data.eval_split='test': the evaluator is selected on the validation split, "
                               "never on the test split")
-        self.cfg, self.m, self.d = cfg, cfg.model, cfg.data
         self._dataset = benchmark
         self._tokenizer = None
         self._val = None
 
-    @classmethod
-    def default_config(cls):
-        from mmar.train.config import Config
-
-        return Config(model=cls.ModelConfig(), data=cls.DataConfig())
 
     # ------------------------------------------------------------------ data
     @property

@@ -11,6 +11,7 @@ One module per task; ``cfg.task`` names it (big_vision's registry by module name
 | ``motionmar`` | :mod:`mmar.tasks.motionmar` | MotionMAR: MAN + SAC + MRN (stage 2) |
 | ``moscale_vqvae`` | :mod:`mmar.tasks.moscale_vqvae` | MoScale's residual tokenizer (HRVQVAE, stage 1) |
 | ``t2m_evaluator`` | :mod:`mmar.tasks.t2m_evaluator` | Guo et al.'s text-motion evaluator (frozen after training) |
+| ``moscale`` | :mod:`mmar.tasks.moscale` | MoScale's next-scale text-to-motion predictor (stage 2) |
 
 A task module defines its ``cfg.model`` dataclass and its task class, and ends with
 ``TASK = <class>``. A task outside this package is named by its full module path
@@ -25,7 +26,7 @@ from mmar.errors import ConfigError
 __all__ = ["TASKS", "task_class", "make_task"]
 
 TASKS: tuple[str, ...] = ("agrol_mlp", "mlp_vqvae", "mem_mlp", "tmt_vqvae", "motionmar", "moscale_vqvae",
-                         "t2m_evaluator")
+                         "t2m_evaluator", "moscale")
 
 
 def task_class(name: str | None) -> type:

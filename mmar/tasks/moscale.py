@@ -1,0 +1,544 @@
+"""MoScale's text-to-motion predictor (stage 2) as a task: :mod:`mmar.models.moscale` trained on
+the token pyramids of a frozen ``moscale_vqvae`` run (stage 1).
+
+::
+
+    mmar train configs/moscale_vqvae_small.py --workdir runs/moscale_vq          # stage 1
+    mmar train configs/t2m_evaluator.py --workdir runs/t2m_eval                  # the metric
+    mmar train configs/moscale_small.py --workdir runs/moscale \\
+        --set model.tokenizer_workdir=runs/moscale_vq --set data.evaluator_workdir=runs/t2m_eval
+    mmar generate --checkpoint runs/moscale --text "a person walks happily" --out m.npz --gif m.gif
+
+Training step (:meth:`MoScaleTask.loss`): the frozen tokenizer encodes the batch's windows; with
+``model.gamma_max > 0`` its quantiser corrupts every scale's codes at a rate ``gamma_k ~ U[0,
+gamma_max]`` drawn per batch and scale and re-quantises the finer scales' labels from the
+corrupted residual (:meth:`~mmar.models.quantizers.temporal.TemporalQuantizer.corrupt_and_requantize`);
+the token channel is the (corrupted) codes with MaskGIT masking over all scales
+(:func:`mmar.models.moscale.maskgit_tokens`); the loss is the cross-entropy of the labels at the
+masked positions plus ``model.length_weight`` times the length head's cross-entropy (the window
+length in units of 4 frames). The caption is dropped (learned rows) with probability
+``model.cond_drop_prob`` for classifier-free guidance.
+
+Validation (:meth:`evaluate`, on ``data.eval_split``, never the test split): the teacher-forced
+cross-entropy and accuracy at a fixed set of masks (``val_ce``, ``val_acc``), and, when
+``data.evaluator_workdir`` names a trained ``t2m_evaluator`` run, one pass of generation for the
+split's captions at their lengths scored by it (``fid``, ``rprec_top1``, ``rprec_top3``,
+``mm_dist``, ``diversity``; :func:`mmar.eval.t2m_protocol.generated_row`), so the best
+checkpoint is chosen by validation FID.
+
+What a checkpoint holds: the predictor's ``params``; the frozen tokenizer's variables
+(collection ``tokenizer``); and ``assets``: the caption tokenizer (JSON bytes), the feature mean
+and std, and the tokenizer run's model config (JSON bytes), so a checkpoint alone generates
+(:meth:`generate`): the tokenizer run is read only when training starts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import time
+from typing import Any, ClassVar, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mmar.errors import CheckpointError, ConfigError, ShapeError
+from mmar.models.generated import GeneratedMotions
+from mmar.tasks.base import TaskBase, frozen_config
+from mmar.tasks.moscale_vqvae import MoScaleDataConfig, MoScaleVQVAEModelConfig, vqvae_config
+
+__all__ = ["MoScaleModelConfig", "MoScaleGenDataConfig", "MoScaleTask", "TASK", "TokenizedBatches",
+           "text_assets", "tokenizer_from_assets", "vq_config_from_assets", "check_lengths", "TOKENIZER", "ASSETS"]
+
+TOKENIZER = "tokenizer"  # extra collection: the frozen stage-1 variables
+ASSETS = "assets"  # extra collection: caption tokenizer, mean / std, stage-1 model config
+
+
+@dataclasses.dataclass
+class MoScaleModelConfig:
+    """``cfg.model`` of the ``moscale`` task. Defaults: the official transformer
+    (``config/train_moscale.yaml``; notes section 2) with this package's text encoder."""
+
+    tokenizer_workdir: str = ""  # the moscale_vqvae run (required for training)
+    # -- transformer
+    width: int = 768
+    depth: int = 16
+    heads: int = 8
+    mlp_ratio: float = 4.0
+    dropout: float = 0.1
+    attn_dropout: float = 0.0
+    drop_path: float = 0.1 * 16 / 24
+    attn_scale: str = "var"
+    positions: str = "rope_1d_scale_normalized"
+    rope_freq_repeat: int = 2
+    cond_dim: int = 384
+    memory_dim: int = 384
+    pool_heads: int = 3
+    cond_drop_prob: float = 0.1
+    mlp_round: int = 1
+    cosine_sqrt_d: bool = False
+    rope_base: float = 1e4
+    rope_time_extent: int | None = None
+    rope_group_extent: int | None = None
+    level_embedding: bool = True
+    num_levels: int | None = None
+    pos_start: bool = True
+    shared_adaln: bool = False
+    head_adaln: bool = True
+    norm_eps: float = 1e-6
+    init_std: float | None = None
+    init_head: float = 0.02
+    init_adaln: float = 0.5
+    init_adaln_gamma: float = 1e-5
+    # -- text encoder (trained with the predictor)
+    text_width: int = 256
+    text_depth: int = 4
+    text_heads: int = 4
+    text_dropout: float = 0.1
+    max_text_len: int = 22  # tokens with [CLS] / [EOS]: 20 words
+    min_word_count: int = 1
+    # -- training corruption (notes section 2)
+    gamma_max: float = 0.6  # cross-scale corruption rate ~ U[0, gamma_max]; 0 = off
+    mask_random_frac: float = 0.1
+    mask_keep_frac: float = 0.1
+    visible_noise_max: float = 0.1
+    # -- length estimator
+    length_hidden: int = 256
+    length_weight: float = 0.1
+    # -- sampling defaults
+    steps: tuple[int, ...] = (1, 2, 5, 10)
+    guidance: float = 5.0
+    guidance_step: float = 0.25
+    top_p: float = 0.9
+    temperature: float = 1.0
+
+    def __post_init__(self):
+        if not 0.0 <= float(self.gamma_max) < 1.0:
+            raise ConfigError(f"model.gamma_max must lie in [0, 1), got {self.gamma_max}")
+        if any(int(s) < 1 for s in self.steps):
+            raise ConfigError(f"model.steps must be >= 1 per scale, got {self.steps}")
+
+
+@dataclasses.dataclass
+class MoScaleGenDataConfig(MoScaleDataConfig):
+    """Captioned motion data (as the tokenizer's) and the validation protocol."""
+
+    evaluator_workdir: str = ""  # a t2m_evaluator run: validation FID / R-precision when set
+    eval_seed: int = 0
+    val_masks: int = 4  # fixed mask draws for the teacher-forced validation loss
+
+
+# --------------------------------------------------------------------------
+# data and assets
+# --------------------------------------------------------------------------
+
+class TokenizedBatches:
+    """A T2M training iterator with captions tokenized on the host: ``motion``, ``mask``,
+    ``length``, ``text_ids``, ``text_mask`` (arrays only); its position is the wrapped one's."""
+
+    def __init__(self, it, tokenizer):
+        self._it, self._tok = it, tokenizer
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        b = next(self._it)
+        ids, mask = self._tok.encode(b["text"])
+        return {"motion": np.asarray(b["motion"]), "mask": np.asarray(b["mask"]),
+                "length": np.asarray(b["length"], np.int32), "text_ids": ids, "text_mask": mask}
+
+    def get_state(self):
+        return self._it.get_state()
+
+    def set_state(self, state) -> None:
+        self._it.set_state(state)
+
+
+def _bytes(obj) -> np.ndarray:
+    return np.frombuffer(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode("utf-8"), np.uint8).copy()
+
+
+def _unbytes(a) -> Any:
+    return json.loads(np.asarray(a, np.uint8).tobytes().decode("utf-8"))
+
+
+def text_assets(tokenizer, mean, std, vq_model_cfg) -> dict[str, np.ndarray]:
+    """The ``assets`` collection: caption tokenizer and stage-1 model config as JSON bytes, mean, std."""
+    return {"text_tokenizer": _bytes(tokenizer.to_json()), "mean": np.asarray(mean, np.float32),
+            "std": np.asarray(std, np.float32), "vq_model": _bytes(dataclasses.asdict(vq_model_cfg))}
+
+
+def tokenizer_from_assets(assets):
+    from mmar.models.text import Tokenizer
+
+    return Tokenizer.from_json(_unbytes(assets["text_tokenizer"]))
+
+
+def vq_config_from_assets(assets, feature_dim: int):
+    """The frozen tokenizer config saved with a stage-2 checkpoint."""
+    raw = _unbytes(assets["vq_model"])
+    names = {f.name for f in dataclasses.fields(MoScaleVQVAEModelConfig)}
+    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in names}
+    return vqvae_config(MoScaleVQVAEModelConfig(**kw), feature_dim)
+
+
+def check_lengths(lengths, batch: int, unit: int, lo: int, hi: int) -> np.ndarray:
+    """Frame lengths ``(batch,)`` as int32 multiples of ``unit`` within ``[lo, hi]``; a clear
+    error for anything else (NaN, negative, too long, wrong count)."""
+    a = np.asarray(lengths, np.float64).reshape(-1)
+    if a.shape != (batch,):
+        raise ShapeError(f"{batch} lengths expected (one per text), got {a.shape[0]}")
+    if not np.all(np.isfinite(a)):
+        raise ConfigError(f"motion lengths must be finite numbers of frames, got {a.tolist()[:5]}")
+    bad = (a < lo) | (a > hi)
+    if bad.any():
+        raise ConfigError(f"motion lengths must lie in [{lo}, {hi}] frames, got {a[bad].tolist()[:5]}")
+    return (a.astype(np.int64) // unit * unit).astype(np.int32)
+
+
+# --------------------------------------------------------------------------
+# the task
+# --------------------------------------------------------------------------
+
+class MoScaleTask(TaskBase):
+    """MoScale's predictor; see the module docstring. ``benchmark`` / ``dataset``: a preloaded
+    :class:`~mmar.data.t2m.T2MDataset` (tests)."""
+
+    ModelConfig: ClassVar[type] = MoScaleModelConfig
+    DataConfig: ClassVar[type] = MoScaleGenDataConfig
+    is_text_to_motion: ClassVar[bool] = True
+    min_frames: ClassVar[int] = 40
+    max_frames: ClassVar[int] = 196
+
+    def __init__(self, cfg, benchmark=None, dataset=None):
+        super().__init__(cfg)
+        from mmar.data import hml_features as hf
+        from mmar.data.t2m import SOURCES
+
+        if self.d.source not in SOURCES:
+            raise ConfigError(f"data.source must be one of {SOURCES}, got {self.d.source!r}")
+        if self.d.eval_split == "test":
+            raise ConfigError("data.eval_split='test': checkpoints are selected on the validation split, never on "
+                              "the test split")
+        gen_metrics = ("fid", "rprec_top1", "rprec_top3", "mm_dist", "diversity")
+        if cfg.train.best_metric in gen_metrics and not self.d.evaluator_workdir:
+            raise ConfigError(f"train.best_metric={cfg.train.best_metric!r} needs data.evaluator_workdir (a trained "
+                              "t2m_evaluator run); or set train.best_metric=val_ce")
+        self._dataset = dataset if dataset is not None else benchmark
+        self.spec = hf.get_spec("kit" if self.d.source == "kit" else "humanml3d")
+        self.fps = float(self.d.fps or (12.5 if self.d.source == "kit" else 20.0))
+        self._stage1 = None
+        self._tokenizer = None
+        self._val = None
+        self._evaluator = None
+
+    # ------------------------------------------------------------------ stage 1
+    def stage1(self):
+        """``(vq model config, vq variables, stage-1 model config)`` of ``model.tokenizer_workdir``."""
+        if self._stage1 is None:
+            from mmar.run import load
+
+            if not self.m.tokenizer_workdir:
+                raise ConfigError("model.tokenizer_workdir is empty: name the moscale_vqvae run to train on")
+            run = load(self.m.tokenizer_workdir)
+            if run.config.task not in ("moscale_vqvae", "mmar.tasks.moscale_vqvae"):
+                raise CheckpointError(f"{self.m.tokenizer_workdir}: model.tokenizer_workdir must be a moscale_vqvae "
+                                      f"run, this is a {run.config.task} run")
+            if run.config.data.source != self.d.source:
+                raise ConfigError(f"the tokenizer was trained on {run.config.data.source!r} data, this config "
+                                  f"reads {self.d.source!r}")
+            vq_vars = {k: v for k, v in run.variables.items() if k in ("params", "vq")}
+            self._stage1 = (run.task.vq_cfg, vq_vars, run.config.model)
+        return self._stage1
+
+    def net_config(self, vq_cfg, vocab_size: int):
+        from mmar.models.moscale import MoScaleConfig
+        from mmar.models.scale_ar import ScaleARConfig, ScaleSchedule
+        from mmar.models.text import TextEncoderConfig
+
+        m = self.m
+        q = vq_cfg.quantizer
+        t = frozen_config(ScaleARConfig, m, schedule=ScaleSchedule.from_lengths(q.lengths), input_dim=m.width,
+                          cross_attention=True, null_cond=False, head="categorical", vocab_size=q.codebook_size,
+                          num_bits=24)
+        text = TextEncoderConfig(vocab_size=int(vocab_size), width=m.text_width, depth=m.text_depth,
+                                 heads=m.text_heads, max_len=m.max_text_len, dropout=m.text_dropout)
+        unit = vq_cfg.num_frames // q.latent_length
+        return MoScaleConfig(transformer=t, text=text, code_dim=q.code_dim, codebook_size=q.codebook_size,
+                             pool_heads=m.pool_heads, length_hidden=m.length_hidden,
+                             length_classes=vq_cfg.num_frames // unit, unit=unit)
+
+    def sampling(self, **overrides):
+        from mmar.models.moscale import SamplingConfig
+
+        m = self.m
+        kw = dict(steps=tuple(int(s) for s in m.steps), guidance=float(m.guidance),
+                  guidance_step=float(m.guidance_step), top_p=float(m.top_p), temperature=float(m.temperature))
+        kw.update({k: v for k, v in overrides.items() if v is not None})
+        if isinstance(kw["steps"], (int, np.integer)):
+            kw["steps"] = (int(kw["steps"]),) * len(m.steps)
+        kw["steps"] = tuple(int(s) for s in kw["steps"])
+        return SamplingConfig(**kw)
+
+    # ------------------------------------------------------------------ data
+    @property
+    def dataset(self):
+        if self._dataset is None:
+            from mmar.data.t2m import load_t2m
+
+            d = self.d
+            splits = tuple(dict.fromkeys(("train", d.eval_split)))
+            kw = dict(max_clips=d.max_clips, workers=d.workers) if d.source == "bandai" else {}
+            self._dataset = load_t2m(d.source, root=d.root, fps=d.fps, min_len=d.min_len, max_len=self.max_frames,
+                                     splits=splits, stats=d.stats, **kw)
+        return self._dataset
+
+    @property
+    def tokenizer(self):
+        """The caption tokenizer, built from the training captions."""
+        if self._tokenizer is None:
+            from mmar.models.text import Tokenizer
+
+            caps = [c for mo in self.dataset["train"] for c in mo.captions]
+            self._tokenizer = Tokenizer.build(caps, min_count=self.m.min_word_count, max_len=self.m.max_text_len)
+        return self._tokenizer
+
+    def train_iterator(self, seed: int, start_state=None):
+        from mmar.data.t2m import make_t2m_train_iterator
+
+        it = make_t2m_train_iterator(self.dataset, self.cfg.train.batch_size, seed, crop_len=self.max_frames,
+                                     unit_drop_prob=self.d.unit_drop_prob)
+        return TokenizedBatches(it, self.tokenizer)
+
+    # ------------------------------------------------------------------ training
+    def init(self, rng, batch):
+        from mmar.models.moscale import MoScale
+
+        vq_cfg, vq_vars, vq_model_cfg = self.stage1()
+        net = MoScale(self.net_config(vq_cfg, self.tokenizer.vocab_size))
+        tokens, var_inputs = self._clean_inputs(vq_cfg, vq_vars, batch)
+        r1, r2 = jax.random.split(rng)
+        variables = net.init({"params": r1, "dropout": r2}, jnp.asarray(batch["text_ids"]),
+                             jnp.asarray(batch["text_mask"]), tokens, var_inputs)
+        assets = text_assets(self.tokenizer, self.dataset.mean, self.dataset.std, vq_model_cfg)
+        return {"params": variables["params"], TOKENIZER: vq_vars,
+                ASSETS: {k: jnp.asarray(v) for k, v in assets.items()}}
+
+    @staticmethod
+    def _clean_inputs(vq_cfg, vq_vars, batch):
+        from mmar.models.vqvae import TemporalVQVAE
+
+        vq = TemporalVQVAE(vq_cfg)
+        x, mask = jnp.asarray(batch["motion"], jnp.float32), jnp.asarray(batch["mask"], bool)
+        codes = vq.apply(vq_vars, x, mask, method=TemporalVQVAE.encode_codes)
+        inputs = vq.apply(vq_vars, codes, method=lambda m, c: m.quantizer.teacher_forcing_inputs(c))
+        return jnp.concatenate(codes, 1), inputs
+
+    def _targets(self, vq_cfg, vq_vars, batch, rng):
+        """``(input codes (B, N), label codes (B, N), VAR inputs)`` with cross-scale corruption
+        when ``model.gamma_max > 0`` (-1 at padded positions)."""
+        from mmar.models.vqvae import TemporalVQVAE
+
+        if self.m.gamma_max <= 0:
+            codes, inputs = self._clean_inputs(vq_cfg, vq_vars, batch)
+            return codes, codes, inputs
+        vq = TemporalVQVAE(vq_cfg)
+        x, mask = jnp.asarray(batch["motion"], jnp.float32), jnp.asarray(batch["mask"], bool)
+
+        def corrupt(m, x_, mk, r):
+            z = m.encode(x_, mk)
+            return m.quantizer.corrupt_and_requantize(z, r, self.m.gamma_max, m._latent_mask(mk, x_.shape[0]))
+
+        out = vq.apply(vq_vars, x, mask, rng, method=corrupt)
+        return jnp.concatenate(out["input_codes"], 1), jnp.concatenate(out["target_codes"], 1), out["inputs"]
+
+    def loss(self, params, extra_vars, batch, rng, step):
+        from mmar.models.moscale import MoScale, length_bins, maskgit_tokens
+        from mmar.models.scale_ar import sample_cond_drop
+        from mmar.models.vqvae import TemporalVQVAE  # noqa: F401  (stage-1 module, used in _targets)
+
+        vq_cfg = self.stage1()[0]
+        net_cfg = self.net_config(vq_cfg, self.tokenizer.vocab_size)
+        r_corrupt, r_mask, r_drop, r_dropout = jax.random.split(rng, 4)
+        inp, labels, var_inputs = self._targets(vq_cfg, extra_vars[TOKENIZER], batch, r_corrupt)
+        tokens, masked = maskgit_tokens(r_mask, inp, net_cfg, random_frac=self.m.mask_random_frac,
+                                        keep_frac=self.m.mask_keep_frac, visible_noise_max=self.m.visible_noise_max)
+        drop = sample_cond_drop(r_drop, tokens.shape[0], self.m.cond_drop_prob)
+        logits, len_logits = MoScale(net_cfg).apply(
+            {"params": params}, jnp.asarray(batch["text_ids"]), jnp.asarray(batch["text_mask"]), tokens,
+            var_inputs, drop, True, rngs={"dropout": r_dropout})
+        w = masked.astype(jnp.float32)
+        import optax
+
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(labels, 0))
+        n = jnp.maximum(jnp.sum(w), 1.0)
+        token_loss = jnp.sum(ce * w) / n
+        acc = jnp.sum((jnp.argmax(logits, -1) == labels) * w) / n
+        bins = length_bins(batch["length"], net_cfg.unit, net_cfg.length_classes)
+        len_ce = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(len_logits, bins))
+        loss = token_loss + self.m.length_weight * len_ce
+        metrics = {"ce": token_loss, "acc": acc, "length_ce": len_ce,
+                   "length_acc": jnp.mean(jnp.argmax(len_logits, -1) == bins), "masked": n / tokens.shape[0],
+                   "corrupted": jnp.mean(((inp != labels) & (labels >= 0)).astype(jnp.float32))}
+        return loss, (metrics, None)
+
+    # ------------------------------------------------------------------ validation
+    def _val_batches(self):
+        if self._val is None:
+            from mmar.data.t2m import make_t2m_eval_iterator
+
+            out = []
+            for b in make_t2m_eval_iterator(self.dataset, self.d.eval_split, self.d.eval_batch,
+                                            crop_len=self.max_frames):
+                texts = [t if v else b["text"][0] for t, v in zip(b["text"], b["valid"])]  # padding rows
+                ids, tmask = self.tokenizer.encode(texts)
+                out.append({"motion": b["motion"], "mask": b["mask"] & b["valid"][:, None], "length": b["length"],
+                            "text_ids": ids, "text_mask": tmask, "valid": b["valid"]})
+            self._val = out
+        return self._val
+
+    def evaluate(self, params, extra_vars) -> dict[str, float]:
+        """Teacher-forced validation loss; generation scored by the evaluator when configured."""
+        vq_cfg = self.stage1()[0]
+        net_cfg = self.net_config(vq_cfg, self.tokenizer.vocab_size)
+        sums = np.zeros(3)
+        for i, b in enumerate(self._val_batches()):
+            for j in range(int(self.d.val_masks)):
+                key = jax.random.fold_in(jax.random.PRNGKey(self.d.eval_seed), i * 1000 + j)
+                s = _val_step(params, extra_vars[TOKENIZER], {k: v for k, v in b.items() if k != "valid"}, key,
+                              net_cfg=net_cfg, vq_cfg=vq_cfg, m=_loss_settings(self.m))
+                sums += np.asarray(jax.device_get(s), np.float64)
+        out = {"val_ce": float(sums[0] / max(sums[2], 1)), "val_acc": float(sums[1] / max(sums[2], 1))}
+        if self.d.evaluator_workdir:
+            out.update(self._generation_metrics({"params": params, **extra_vars}))
+        return out
+
+    def _generation_metrics(self, variables) -> dict[str, float]:
+        from mmar.eval.t2m_protocol import generated_row
+        from mmar.tasks.t2m_evaluator import load_evaluator
+
+        if self._evaluator is None:
+            self._evaluator = load_evaluator(self.d.evaluator_workdir)
+        ev = self._evaluator
+
+        def gen(texts, lengths, seed=0):
+            return self.generate(variables, texts, lengths, seed=seed, batch_size=self.d.eval_batch)
+
+        row = generated_row(gen, ev, self.dataset, split=self.d.eval_split, reference="train", repeats=1,
+                            seed=self.d.eval_seed, progress=False)
+        return {k: float(v) for k, v in row["mean"].items() if k in ("fid", "rprec_top1", "rprec_top3", "mm_dist",
+                                                                      "diversity")}
+
+    # ------------------------------------------------------------------ generation
+    def _frozen(self, variables):
+        """``(net_cfg, vq_cfg, caption tokenizer, mean, std)`` of saved variables."""
+        for col in (TOKENIZER, ASSETS, "params"):
+            if col not in variables:
+                raise CheckpointError(f"the variables have no {col!r} collection: not a {self.cfg.task} checkpoint")
+        a = variables[ASSETS]
+        tok = tokenizer_from_assets(a)
+        mean, std = np.asarray(a["mean"], np.float32), np.asarray(a["std"], np.float32)
+        vq_cfg = vq_config_from_assets(a, mean.shape[0])
+        return self.net_config(vq_cfg, tok.vocab_size), vq_cfg, tok, mean, std
+
+    def predict_lengths(self, variables, texts: Sequence[str], seed: int = 0) -> np.ndarray:
+        """Frame lengths sampled from the length head (MoMask's estimator)."""
+        net_cfg, _, tok, _, _ = self._frozen(variables)
+        ids, mask = tok.encode(list(texts))
+        bins = _sample_lengths(variables["params"], jnp.asarray(ids), jnp.asarray(mask),
+                               jax.random.PRNGKey(int(seed)), net_cfg=net_cfg)
+        frames = (np.asarray(bins) + 1) * net_cfg.unit
+        return np.clip(frames, self.min_frames, self.max_frames).astype(np.int32)
+
+    def generate(self, variables, texts: Sequence[str], lengths=None, *, seed: int = 0, steps=None, guidance=None,
+                 top_p=None, temperature=None, batch_size: int = 32, use_cache: bool = True) -> GeneratedMotions:
+        """Motions for ``texts`` (one each) of ``lengths`` frames (None: the length head's
+        choice); sampling settings default to ``cfg.model``'s. Batches of ``batch_size``
+        (the last one padded: one compilation)."""
+        if isinstance(texts, str):
+            texts = [texts]
+        texts = list(texts)
+        if not texts:
+            raise ConfigError("no text to generate from")
+        net_cfg, vq_cfg, tok, mean, std = self._frozen(variables)
+        ids, tmask = tok.encode(texts)  # raises on an empty text
+        if lengths is None:
+            lengths = self.predict_lengths(variables, texts, seed)
+        lengths = check_lengths(lengths, len(texts), net_cfg.unit, self.min_frames, self.max_frames)
+        sc = self.sampling(steps=steps, guidance=guidance, top_p=top_p, temperature=temperature, use_cache=use_cache)
+        if len(sc.steps) != len(net_cfg.lengths):
+            raise ConfigError(f"steps: one count per scale ({len(net_cfg.lengths)}) or one int, got {sc.steps}")
+        B = int(min(batch_size, len(texts)))
+        feats = []
+        t0 = time.perf_counter()
+        for s in range(0, len(texts), B):
+            i, m, n = ids[s:s + B], tmask[s:s + B], lengths[s:s + B]
+            k = len(i)
+            if k < B:
+                i, m, n = (np.concatenate([a, np.repeat(a[:1], B - k, 0)]) for a in (i, m, n))
+            key = jax.random.fold_in(jax.random.PRNGKey(int(seed)), s // B)
+            out = _generate(variables["params"], variables[TOKENIZER], jnp.asarray(i), jnp.asarray(m),
+                            jnp.asarray(n), key, net_cfg=net_cfg, vq_cfg=vq_cfg, sc=sc)
+            feats.append(np.asarray(jax.device_get(out["features"]))[:k])
+        seconds = time.perf_counter() - t0
+        x = np.concatenate(feats) * std + mean
+        x = x * (np.arange(x.shape[1])[None, :, None] < lengths[:, None, None])
+        return GeneratedMotions(x.astype(np.float32), lengths, texts, self.fps, self.spec.kind, seconds)
+
+
+# --------------------------------------------------------------------------
+# jitted pieces (static configs; weights as arguments: compiled once per shape)
+# --------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class _LossSettings:
+    gamma_max: float
+    mask_random_frac: float
+    mask_keep_frac: float
+    visible_noise_max: float
+
+
+def _loss_settings(m) -> _LossSettings:
+    return _LossSettings(float(m.gamma_max), float(m.mask_random_frac), float(m.mask_keep_frac),
+                         float(m.visible_noise_max))
+
+
+@functools.partial(jax.jit, static_argnames=("net_cfg", "vq_cfg", "m"))
+def _val_step(params, vq_vars, batch, key, *, net_cfg, vq_cfg, m):
+    """Sum of masked CE, of correct predictions and the masked count, clean codes, no dropout."""
+    import optax
+
+    from mmar.models.moscale import MoScale, maskgit_tokens
+
+    codes, var_inputs = MoScaleTask._clean_inputs(vq_cfg, vq_vars, batch)
+    tokens, masked = maskgit_tokens(key, codes, net_cfg, random_frac=m.mask_random_frac, keep_frac=m.mask_keep_frac,
+                                    visible_noise_max=0.0)
+    logits, _ = MoScale(net_cfg).apply({"params": params}, batch["text_ids"], batch["text_mask"], tokens, var_inputs)
+    w = masked.astype(jnp.float32)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(codes, 0))
+    return jnp.stack([jnp.sum(ce * w), jnp.sum((jnp.argmax(logits, -1) == codes) * w), jnp.sum(w)])
+
+
+@functools.partial(jax.jit, static_argnames=("net_cfg", "vq_cfg", "sc"))
+def _generate(params, vq_vars, ids, mask, lengths, key, *, net_cfg, vq_cfg, sc):
+    from mmar.models.moscale import MoScale, sample
+    from mmar.models.vqvae import TemporalVQVAE
+
+    return sample(MoScale(net_cfg), params, TemporalVQVAE(vq_cfg), vq_vars, ids, mask, lengths, key, sc)
+
+
+@functools.partial(jax.jit, static_argnames=("net_cfg",))
+def _sample_lengths(params, ids, mask, key, *, net_cfg):
+    from mmar.models.moscale import MoScale
+
+    def f(m, i, k):
+        _, pooled = m.condition(i, k)
+        return m.length_logits(pooled)
+
+    logits = MoScale(net_cfg).apply({"params": params}, ids, mask, method=f)
+    return jax.random.categorical(key, logits, axis=-1)
+
+
+TASK = MoScaleTask

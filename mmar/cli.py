@@ -5,7 +5,11 @@
   mmar render FILE.npz [--clip NAME] [--compare OTHER.npz] --out anim.gif|mp4
   mmar train CONFIG [--set key=value ...] [--workdir DIR] [--allow-config-change]
   mmar eval --checkpoint RUN [--data PATH] [--step N] [--out metrics.json] [--save-pred pred.npz]
+  mmar eval --checkpoint T2M_RUN --evaluator EVAL_RUN [--repeats 20] [--seed 0] [--steps 1,2,5,10]
+            [--guidance W] [--multimodality K] [--out metrics.json]
   mmar export --checkpoint RUN --out MODEL.tflite [--quantize none|fp16|int8] [--mode window|stream]
+  mmar generate --checkpoint T2M_RUN --text "a person waves" | --texts FILE [--seconds S] [--num N]
+                [--seed K] [--steps S|S1,S2,..] [--guidance W] --out motions.npz [--gif anim.gif] [--bvh m.bvh]
 
 The commands parse arguments and print; the work lives in the library (mmar.data.inputs,
 mmar.train, mmar.run, mmar.eval.checkpoint, mmar.export). Exit codes and messages:
@@ -150,6 +154,52 @@ def _jsonable(v):
         return str(v)
 
 
+def _steps_arg(text: str):
+    """``--steps``: one int (every scale) or a comma list of ints (one per scale), each >= 1."""
+    try:
+        vals = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int or a comma list of ints, got {text!r}") from None
+    if not vals or min(vals) < 1:
+        raise argparse.ArgumentTypeError(f"steps must be >= 1, got {text!r}")
+    return vals[0] if len(vals) == 1 else vals
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+_T2M_ONLY = ("evaluator", "steps", "guidance", "multimodality")
+
+
+def _eval_t2m(args, run) -> int:
+    """``mmar eval`` of a text-to-motion run: the T2M metrics JSON (:func:`evaluate_t2m_run`)."""
+    from mmar.eval.checkpoint import evaluate_t2m_run
+
+    if not getattr(args, "evaluator", None):
+        raise MmarError(f"{args.checkpoint}: a text-to-motion run ({run.config.task}) is scored by a text-motion "
+                        "evaluator: pass --evaluator DIR (a t2m_evaluator run directory, e.g. from mmar train "
+                        "configs/t2m_evaluator.py)")
+    for flag, val in (("--data", args.data), ("--save-pred", args.save_pred)):
+        if val:
+            raise MmarError(f"{flag} is not for text-to-motion runs (they are scored on the split's captions)")
+    result = evaluate_t2m_run(run, args.evaluator, split=args.split, repeats=getattr(args, "repeats", 20),
+                              seed=getattr(args, "seed", 0), steps=getattr(args, "steps", None),
+                              guidance=getattr(args, "guidance", None),
+                              multimodality=getattr(args, "multimodality", 0))
+    text = _json(result)
+    if args.out:
+        _write_json(args.out, result)
+    print(text)
+    return 0
+
+
 def cmd_eval(args) -> int:
     from mmar.data.clip import save_arrays
     from mmar.eval.checkpoint import evaluate_run, prediction_arrays
@@ -161,6 +211,12 @@ def cmd_eval(args) -> int:
         print(f"warning: step {s['step']} not evaluated, unreadable: {shorten(s['error'])}", file=sys.stderr)
     if run.skipped_steps:
         print(f"warning: evaluating step {run.step}, the newest readable one", file=sys.stderr)
+    if getattr(run.task, "is_text_to_motion", False):
+        return _eval_t2m(args, run)
+    given = [f"--{k}" for k in _T2M_ONLY if getattr(args, k, None) not in (None, 0)]
+    if given:
+        raise MmarError(f"{', '.join(given)}: for text-to-motion runs only; {args.checkpoint} is a "
+                        f"{run.config.task} run")
     out = evaluate_run(run, data=args.data, split=args.split, workers=args.workers)
     skipped = [shorten(e) for e in out["skipped"]]
     for e in skipped:
@@ -183,6 +239,39 @@ def cmd_export(args) -> int:
     print(json.dumps({k: card[k] for k in ("file", "mode", "quantize", "file_bytes", "parity_max_abs_vs_jax",
                                            "latency_ms_single_thread")}))
     return 0
+
+
+def cmd_generate(args) -> int:
+    """``mmar generate``: captions -> motions of a text-to-motion run (the work is :mod:`mmar.generate`)."""
+    from mmar import generate as gen_lib
+    from mmar.run import load
+
+    texts = gen_lib.check_texts([args.text] if args.text is not None else gen_lib.read_texts(args.texts))
+    opts = gen_lib.check_options(seconds=args.seconds, num=args.num, seed=args.seed, steps=args.steps,
+                                 guidance=args.guidance, temperature=args.temperature, top_p=args.top_p,
+                                 batch_size=args.batch_size)
+    gen_lib.check_outputs(args.out, args.gif, args.bvh, bvh_scale=args.bvh_scale)
+    run = load(args.checkpoint, overrides=args.set or [], ema=args.ema, step=args.step)
+    for s in getattr(run, "skipped_steps", []):
+        print(f"warning: step {s['step']} not used, unreadable: {shorten(s['error'])}", file=sys.stderr)
+    task = gen_lib.text_to_motion_task(run)
+    gen_lib.check_outputs(None, args.gif, args.bvh, bvh_scale=args.bvh_scale,
+                          joints_num=getattr(getattr(task, "spec", None), "num_joints", None))
+    opts.pop("lengths")
+    gen = gen_lib.generate_motions(run, texts, **opts)
+    out = gen_lib.save_generated(gen, args.out, gif=args.gif, bvh=args.bvh, bvh_scale=args.bvh_scale, progress=True)
+    for e in out["skipped"]:
+        print(f"skipped: {shorten(e)}", file=sys.stderr)
+    n = len(out["names"])
+    if args.gif and out["gif_motions"] < n:
+        print(f"note: {args.gif} shows the first {out['gif_motions']} of {n} motions (render others with "
+              f"mmar render {args.out} --clip NAME)", file=sys.stderr)
+    print(_json({"out": out["out"], "gif": out["gif"], "gif_motions": out["gif_motions"], "bvh": out["bvh"],
+                 "motions": n, "texts": len(texts), "names": out["names"], "lengths": out["lengths"],
+                 "fps": out["fps"], "sampling_seconds": round(float(gen.seconds), 3),
+                 "checkpoint": str(getattr(run, "checkpoint", args.checkpoint)),
+                 "skipped": [shorten(e) for e in out["skipped"]]}))
+    return 1 if out["skipped"] else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -223,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "config_history); without it a changed config is refused")
     t.set_defaults(fn=cmd_train)
 
-    e = sub.add_parser("eval", help="evaluate a checkpoint; prints sparse metrics as JSON")
+    e = sub.add_parser("eval", help="evaluate a checkpoint; prints sparse metrics (or, for a text-to-motion "
+                       "run, T2M metrics) as JSON")
     e.add_argument("--checkpoint", required=True, help="a run directory (or its checkpoints/<step>)")
     e.add_argument("--data", default=None, help="BVH file, directory, archive or converted npz "
                    "(default: the benchmark split)")
@@ -234,6 +324,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--ema", action="store_true", help="use the EMA weights")
     e.add_argument("--step", type=int, default=None, help="evaluate this step (default: the newest)")
     e.add_argument("--workers", type=int, default=2)
+    g = e.add_argument_group("text-to-motion runs (mmar.eval.t2m_protocol)")
+    g.add_argument("--evaluator", default=None, help="a t2m_evaluator run directory (its best/ checkpoint) or "
+                   "checkpoint folder; required for a text-to-motion run")
+    g.add_argument("--repeats", type=_positive_int, default=20, help="protocol repeats (95%% intervals)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the protocol's draws and the sampling")
+    g.add_argument("--steps", type=_steps_arg, default=None,
+                   help="sampling steps: one int for every scale or a comma list, e.g. 1,2,5,10 "
+                        "(default: the run's config)")
+    g.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale "
+                   "(default: the run's config)")
+    g.add_argument("--multimodality", type=int, default=0, metavar="K",
+                   help="also MultiModality over K captions (30 generations each; default off)")
     e.set_defaults(fn=cmd_eval)
 
     x = sub.add_parser("export", help="checkpoint -> .tflite (builtin ops) + JSON model card")
@@ -244,6 +346,32 @@ def build_parser() -> argparse.ArgumentParser:
                         "activations); details in the model card and mmar/export/tflite.py")
     x.add_argument("--mode", default=None, help="stream (Mem-MLP) | window (AGRoL-MLP)")
     x.set_defaults(fn=cmd_export)
+
+    gn = sub.add_parser("generate", help="motions from text with a text-to-motion run: npz (+ GIF, BVH)")
+    gn.add_argument("--checkpoint", required=True, help="a text-to-motion run directory (or its checkpoints/<step>)")
+    src = gn.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text", default=None, help="one caption, e.g. \"a person waves with the right hand\"")
+    src.add_argument("--texts", default=None, metavar="FILE", help="captions, one per line (blank lines skipped)")
+    gn.add_argument("--seconds", type=float, default=None,
+                    help="duration of every motion (default: the model's length estimator picks each)")
+    gn.add_argument("--num", type=int, default=1, help="motions per caption")
+    gn.add_argument("--seed", type=int, default=0, help="random seed (same seed, same motions)")
+    gn.add_argument("--steps", default=None, help="sampling steps: an int or a comma list, one per scale "
+                    "(default: the run's config)")
+    gn.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the "
+                    "run's config)")
+    gn.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the run's config)")
+    gn.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold (default: the run's config)")
+    gn.add_argument("--batch-size", type=int, default=32, help="motions sampled at once")
+    gn.add_argument("--out", required=True, help="motions.npz in the mmar convert layout (+ features, caption)")
+    gn.add_argument("--gif", default=None, help="animation (.gif or .mp4) of the first 4 motions side by side")
+    gn.add_argument("--bvh", default=None, help="BVH for Blender: this file for one motion, else <stem>_<k>.bvh each")
+    gn.add_argument("--bvh-scale", type=float, default=0.01, help="BVH length unit in metres (0.01 = cm, as "
+                    "mmar convert reads by default; import into Blender with scale 0.01)")
+    gn.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field of the run")
+    gn.add_argument("--ema", action="store_true", help="use the EMA weights")
+    gn.add_argument("--step", type=int, default=None, help="use this step (default: the newest)")
+    gn.set_defaults(fn=cmd_generate)
     return p
 
 

@@ -33,7 +33,7 @@ from mmar.errors import ConfigError, DataFormatError, ShapeError
 from mmar.skeleton import NUM_JOINTS, SMPL22_NAMES, SMPL22_PARENTS, SPARSE_JOINTS
 
 __all__ = [
-    "COLORS", "render", "render_npz", "render_frame_png", "render_frame", "world_to_plot",
+    "COLORS", "render", "render_npz", "render_frame_png", "render_frame", "world_to_plot", "writer_for",
     "facing_direction",
 ]
 
@@ -305,7 +305,7 @@ class _Scene:
         self.fig.clear()
 
 
-def _writer_for(out_path: str):
+def writer_for(out_path: str):
     ext = os.path.splitext(str(out_path))[1].lower()
     if ext == ".gif":
         return "gif"
@@ -357,7 +357,7 @@ def render(
     clips = _check_joints(joints_list)
     if not fps or fps <= 0:
         raise ConfigError(f"render: fps must be positive, got {fps}")
-    kind = _writer_for(out_path)
+    kind = writer_for(out_path)
     T = max(len(c) for c in clips)
     idx = _frame_indices(T, stride, max_frames)
     step = 1 if stride is None else int(stride)

@@ -24,6 +24,9 @@ sub-layer reads text, and the head. This module covers all of them:
   mask-and-repredict) overwrites the same slots, so the prefix is reused across refinement
   steps; run the scale once more with its final tokens before moving on so the cache holds
   the K/V of the final token channel (MoScale recomputes the prefix instead; same values).
+  For a causal schedule (one token per scale: next-token models),
+  :meth:`ScaleARTransformer.decode_position` runs one token at a traced position against the
+  whole buffer under a mask, so a ``lax.fori_loop`` decodes with one compilation.
 * Classifier-free guidance: :func:`sample_cond_drop` (per-sample Bernoulli), the learned null
   condition inside the transformer (``null_cond=True``) and :func:`cfg_logits` with the three
   guidance formulas.
@@ -791,6 +794,45 @@ class ScaleARTransformer(nn.Module):
             ks.append(kk)
             vs.append(vv)
         at = (0, 0, start, 0, 0)  # static offset of scale k
+        new_cache = {
+            "k": jax.lax.dynamic_update_slice(cache["k"], jnp.stack(ks).astype(cache["k"].dtype), at),
+            "v": jax.lax.dynamic_update_slice(cache["v"], jnp.stack(vs).astype(cache["v"].dtype), at),
+        }
+        return self._head(h, cond), new_cache
+
+    def decode_position(self, cache: dict, x: Array, pos: Array, cond: Array, memory: Array | None = None,
+                        memory_mask: Array | None = None, cond_drop: Array | None = None):
+        """One token at a *traced* position ``pos`` of a causal schedule (every scale one token,
+        ``ScaleSchedule.from_lengths((1,) * N)``: next-token models), for a ``lax.fori_loop``
+        decoder: ``x (B, 1, C_in)``; its query attends the whole fixed cache buffer under a mask
+        (the keys / values of positions ``< pos``) plus itself; its K/V are written at ``pos``.
+        Returns ``(logits (B, 1, ...), new_cache)``: the logits :meth:`__call__` gives at
+        ``pos`` when the cache holds the positions before it."""
+        c = self.config
+        sch = c.schedule
+        if any(n != 1 for n in sch.lengths):
+            raise ConfigError(f"decode_position needs a causal schedule (one token per scale), got {sch.lengths}")
+        N = sch.total
+        self._check(x, cond, 0, 1, None, memory, None)
+        cond, _ = self._cond(cond, None, cond_drop, False)
+        pos = jnp.asarray(pos, jnp.int32)
+        h = self.in_proj(x) if c.input_dim is not None else x
+        if c.pos_start:  # scale 0 is position 0
+            h = h + jnp.where(pos == 0, 1.0, 0.0) * self.pos_start[0][None, None]
+        if c.level_embedding:  # the level of position p is p
+            h = h + jax.lax.dynamic_slice_in_dim(self.level_embed, pos, 1)[None]
+        if c.positions == "learned_abs":
+            h = h + jax.lax.dynamic_slice_in_dim(self.pos_embed, pos, 1)[None]
+        tabs = _rope_tables(c)
+        rope = None if tabs is None else tuple(jax.lax.dynamic_slice_in_dim(jnp.asarray(t), pos, 1) for t in tabs)
+        mask = jnp.concatenate([jnp.arange(N) < pos, jnp.ones((1,), bool)])[None, None, None, :]
+        ks, vs = [], []
+        for i, (blk, mod) in enumerate(zip(self.blocks, self._mods(cond))):
+            h, (kk, vv) = blk(h, mod, rope, mask, memory, memory_mask, prefix_kv=(cache["k"][i], cache["v"][i]),
+                              deterministic=True)
+            ks.append(kk)
+            vs.append(vv)
+        at = (0, 0, pos, 0, 0)
         new_cache = {
             "k": jax.lax.dynamic_update_slice(cache["k"], jnp.stack(ks).astype(cache["k"].dtype), at),
             "v": jax.lax.dynamic_update_slice(cache["v"], jnp.stack(vs).astype(cache["v"].dtype), at),

@@ -9,7 +9,8 @@ The command line (:func:`mmar.cli.cmd_generate`) is a thin layer over four steps
    with :func:`mmar.data.hml_features.recover_from_ric` and lays them out as in ``mmar
    convert``: ``<name>/joints (T, 22, 3)`` metres, Y up (KIT: 21 joints), ``<name>/root``,
    ``<name>/fps``, plus ``<name>/features (T, D)`` and ``<name>/caption`` (a 0-d unicode array,
-   read without pickle);
+   read without pickle); SMPL-22 motions also get ``rot6d``, ``sparse`` and ``offsets`` of the
+   skeleton step 3 fits (the BVH's rotations), so ``mmar metrics`` reads the file too;
 3. :func:`joints_to_bvh_clip` fits an SMPL-22 skeleton with constant bone lengths and local
    rotations to the positions (swing inverse kinematics, see its docstring), so a generated
    motion can be written as BVH and opened in Blender;
@@ -392,7 +393,18 @@ def motions_to_arrays(gen: GeneratedMotions, names: Sequence[str] | None = None)
         j = np.ascontiguousarray(joints[i, :n])
         out[nm] = {"joints": j, "root": j[:, 0].copy(), "fps": fps, "features": gen.motion(i).copy(),
                    "caption": np.asarray(str(gen.texts[i]))}
+        if spec.num_joints == NUM_JOINTS and np.isfinite(j).all():
+            out[nm].update(_fitted_rotations(j, float(gen.fps)))
     return out
+
+
+def _fitted_rotations(joints: np.ndarray, fps: float) -> dict[str, np.ndarray]:
+    """``rot6d (T, 22, 6)``, ``sparse (T, 54)`` and ``offsets (22, 3)`` of the skeleton fitted to
+    ``joints`` (:func:`joints_to_bvh_clip`, the BVH's rotations), so ``mmar metrics`` reads a
+    generated file like a converted one."""
+    clip = joints_to_bvh_clip(joints, fps)
+    a = gnp.smpl22_arrays(clip.local_rot, clip.skeleton.offsets, clip.root_pos, fps)
+    return {k: a[k] for k in ("rot6d", "sparse", "offsets")}
 
 
 # --------------------------------------------------------------------------

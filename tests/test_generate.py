@@ -203,6 +203,12 @@ def test_npz_layout_read_by_render_and_loaders(tmp_path, walk_feats):
                                np.broadcast_to(np.linalg.norm(OFFSETS[1:], axis=-1), (44, 21)), atol=1e-4)
     good, errors = finite_clip_arrays(data, str(out))
     assert len(good) == 2 and errors == []
+    # rotations of the fitted skeleton: `mmar metrics` reads a generated file like a converted one
+    assert a["rot6d"].shape == (44, 22, 6) and a["sparse"].shape == (44, 54) and a["offsets"].shape == (22, 3)
+    from mmar.eval.sparse import metrics_from_npz
+
+    m = metrics_from_npz(str(out), str(out))
+    assert m["mpjpe_cm"] == 0.0 and m["mpjre_deg"] == 0.0 and m["jitter_m_s3"] > 0
     gif = tmp_path / "r.gif"
     render_npz(str(out), str(gif), clip="a_person_waves_0", max_frames=2, size=(64, 64))
     with Image.open(gif) as im:

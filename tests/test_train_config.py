@@ -176,3 +176,13 @@ def test_config_dict_round_trip():
     # apply_overrides works on any dataclass config in place
     apply_overrides(cfg, ["train.keep_checkpoints=7"])
     assert cfg.train.keep_checkpoints == 7
+
+
+def test_a_registered_task_named_by_its_module_path_is_the_same_task():
+    from mmar.train.config import config_changes, resume_conflicts
+
+    old = {"task": "mmar.tasks.moscale_vqvae", "train": {"steps": 10}}
+    assert config_changes(old, {"task": "moscale_vqvae", "train": {"steps": 10}}) == []
+    assert resume_conflicts(old, {"task": "moscale_vqvae", "train": {"steps": 10}}) == []
+    assert resume_conflicts(old, {"task": "motionmar", "train": {"steps": 10}})  # another task still differs
+    assert config_changes({"task": "mypkg.tasks.x"}, {"task": "x"})  # outside the registry: names differ

@@ -428,8 +428,19 @@ def config_changes(old: dict, new: dict) -> list[tuple[str, Any, Any]]:
     differ, compared as JSON (a field one side lacks has the value ``"<absent>"``)."""
     a = flatten_config(json.loads(json.dumps(old)))
     b = flatten_config(json.loads(json.dumps(new)))
+    for d in (a, b):  # a registered task named by its module path is the same task
+        if isinstance(d.get("task"), str):
+            d["task"] = _task_name(d["task"])
     return [(k, a.get(k, _ABSENT), b.get(k, _ABSENT)) for k in sorted(set(a) | set(b))
             if a.get(k, _ABSENT) != b.get(k, _ABSENT)]
+
+
+def _task_name(task: str) -> str:
+    """``'mmar.tasks.<name>'`` -> ``'<name>'`` for a task of the registry; other names unchanged."""
+    from mmar.tasks import TASKS
+
+    prefix = "mmar.tasks."
+    return task[len(prefix):] if task.startswith(prefix) and task[len(prefix):] in TASKS else task
 
 
 def resume_conflicts(old: dict, new: dict) -> list[str]:

@@ -306,6 +306,8 @@ class _Scene:
 
 
 def writer_for(out_path: str):
+    """``'gif'`` or ``'ffmpeg'`` for an output path by its extension; a clear error for others
+    (and for video without ffmpeg)."""
     ext = os.path.splitext(str(out_path))[1].lower()
     if ext == ".gif":
         return "gif"

@@ -42,7 +42,6 @@ step (or Gumbel noise as input when exporting).
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Sequence
 
 import flax.linen as nn

@@ -42,6 +42,7 @@ from typing import Any, ClassVar, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from mmar.errors import CheckpointError, ConfigError, ShapeError
 from mmar.models.generated import GeneratedMotions
@@ -357,7 +358,6 @@ class MoScaleTask(TaskBase):
     def loss(self, params, extra_vars, batch, rng, step):
         from mmar.models.moscale import MoScale, length_bins, maskgit_tokens
         from mmar.models.scale_ar import sample_cond_drop
-        from mmar.models.vqvae import TemporalVQVAE  # noqa: F401  (stage-1 module, used in _targets)
 
         vq_cfg = self.stage1()[0]
         net_cfg = self.net_config(vq_cfg, self.tokenizer.vocab_size)
@@ -370,8 +370,6 @@ class MoScaleTask(TaskBase):
             {"params": params}, jnp.asarray(batch["text_ids"]), jnp.asarray(batch["text_mask"]), tokens,
             var_inputs, drop, True, rngs={"dropout": r_dropout})
         w = masked.astype(jnp.float32)
-        import optax
-
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(labels, 0))
         n = jnp.maximum(jnp.sum(w), 1.0)
         token_loss = jnp.sum(ce * w) / n
@@ -508,8 +506,6 @@ def _loss_settings(m) -> _LossSettings:
 @functools.partial(jax.jit, static_argnames=("net_cfg", "vq_cfg", "m"))
 def _val_step(params, vq_vars, batch, key, *, net_cfg, vq_cfg, m):
     """Sum of masked CE, of correct predictions and the masked count, clean codes, no dropout."""
-    import optax
-
     from mmar.models.moscale import MoScale, maskgit_tokens
 
     codes, var_inputs = MoScaleTask._clean_inputs(vq_cfg, vq_vars, batch)

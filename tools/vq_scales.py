@@ -26,8 +26,16 @@ last partial window of at least 40 frames is kept, masked): MPJPE of the joints 
 :func:`mmar.data.hml_features.recover_from_ric` when decoding from the first ``n`` scales,
 ``n = 1..11``, and per-scale bit usage (per-bit entropy of the empirical bit frequencies,
 fraction of distinct 24-bit codes among the scale's tokens, and the BSQ per-sample and
-codebook entropies the quantiser computes). Checkpoints go to ``--workdir`` (outside the
-repository; an existing checkpoint there is reused unless ``--retrain``)::
+codebook entropies the quantiser computes). The model is normally a ``scalemogen_vqvae`` run of
+the one trainer (``--run DIR``; its latest checkpoint and its data statistics; trained with e.g.
+``mmar train configs/scalemogen_vqvae_small.py --workdir /tmp/runs/scalemogen_vq``)::
+
+    .venv/bin/python tools/vq_scales.py skeletal --run /tmp/runs/scalemogen_vq \\
+        --figure /tmp/vq_scales/skeletal.png --json /tmp/vq_scales/skeletal.json
+
+Without ``--run`` the older stand-alone path trains a small model in this script's own loop;
+its checkpoints go to ``--workdir`` (outside the repository; an existing checkpoint there is
+reused unless ``--retrain``)::
 
     .venv/bin/python tools/vq_scales.py skeletal --workdir /tmp/vq_scales/skel \\
         --figure /tmp/vq_scales/skeletal.png --json /tmp/vq_scales/skeletal.json
@@ -346,6 +354,23 @@ def load_skeletal(workdir: str | os.PathLike):
     return model, params, hf.Normalizer.load(str(wd)), meta["train"]
 
 
+def load_skeletal_run(run: str | os.PathLike, benchmark=None):
+    """``(model, params, normalizer, info)`` of a ``scalemogen_vqvae`` work directory (its latest
+    checkpoint; the normaliser is its dataset's statistics, so ``benchmark`` -- a preloaded
+    :class:`mmar.data.t2m.T2MDataset` -- or the run's ``cfg.data`` must give the same data)."""
+    from mmar.errors import ConfigError
+    from mmar.run import load
+
+    loaded = load(run, benchmark=benchmark)
+    if loaded.config.task != "scalemogen_vqvae":
+        raise ConfigError(f"{run}: not a scalemogen_vqvae run (task {loaded.config.task!r})")
+    ds = loaded.task.dataset
+    params = loaded.variables["params"]
+    info = {"run": str(run), "steps": int(loaded.step), "batch": int(loaded.config.train.batch_size),
+            "params": int(sum(np.size(p) for p in jax.tree.leaves(params)))}
+    return loaded.task.vq_model, params, hf.Normalizer(ds.mean, ds.std), info
+
+
 @functools.partial(jax.jit, static_argnames=("model",))
 def _skel_encode(model, params, x, mask):
     return model.apply({"params": params}, x, mask, method=lambda m, x, mk: m.encode(x, mk))
@@ -599,10 +624,15 @@ def run_skeletal(args) -> dict:
     from mmar.data.benchmark import load_sparse_benchmark
 
     bench = load_sparse_benchmark(args.data, 60)
-    wd = Path(args.workdir)
-    have = (wd / "params.msgpack").is_file() and not args.retrain
+    if args.run is None and args.workdir is None:
+        raise SystemExit("skeletal: give --run (a scalemogen_vqvae run) or --workdir (train here)")
+    wd = Path(args.workdir) if args.workdir else None
+    have = wd is not None and (wd / "params.msgpack").is_file() and not args.retrain
     info = None
-    if have:
+    if args.run is not None:
+        model, params, normalizer, info = load_skeletal_run(args.run)
+        print(f"the scalemogen_vqvae run {args.run} ({info['steps']} steps)")
+    elif have:
         model, params, normalizer, info = load_skeletal(wd)
         print(f"reusing the checkpoint in {wd} ({info['steps']} steps); --retrain to train again")
     else:
@@ -661,8 +691,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     t.add_argument("--run", required=True, help="work directory of a tmt_vqvae run")
     t.add_argument("--batch", type=int, default=256)
     t.add_argument("--seconds", type=float, default=9.8, help="span of the figure clip")
-    s = sub.add_parser("skeletal", parents=[common], help="train (or reuse) and evaluate a small ScaleMoGen VQ-VAE")
-    s.add_argument("--workdir", required=True, help="checkpoint directory (outside the repository)")
+    s = sub.add_parser("skeletal", parents=[common], help="evaluate a scalemogen_vqvae run (or train a small one here)")
+    src = s.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", default=None, help="work directory of a scalemogen_vqvae run (mmar train)")
+    src.add_argument("--workdir", default=None,
+                     help="stand-alone path: checkpoint directory of this script's own training (outside the repository)")
     s.add_argument("--retrain", action="store_true")
     s.add_argument("--steps", type=int, default=600)
     s.add_argument("--batch", type=int, default=8)

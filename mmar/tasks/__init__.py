@@ -10,6 +10,7 @@ One module per task; ``cfg.task`` names it (big_vision's registry by module name
 | ``tmt_vqvae`` | :mod:`mmar.tasks.tmt_vqvae` | MotionMAR's TMT VQ-VAE (stage 1) |
 | ``motionmar`` | :mod:`mmar.tasks.motionmar` | MotionMAR: MAN + SAC + MRN (stage 2) |
 | ``moscale_vqvae`` | :mod:`mmar.tasks.moscale_vqvae` | MoScale's residual tokenizer (HRVQVAE, stage 1) |
+| ``scalemogen_vqvae`` | :mod:`mmar.tasks.scalemogen_vqvae` | ScaleMoGen's skeletal-temporal BSQ tokenizer (stage 1) |
 | ``t2m_evaluator`` | :mod:`mmar.tasks.t2m_evaluator` | Guo et al.'s text-motion evaluator (frozen after training) |
 | ``moscale`` | :mod:`mmar.tasks.moscale` | MoScale's next-scale text-to-motion predictor (stage 2) |
 | ``t2m_gpt`` | :mod:`mmar.tasks.t2m_gpt` | next-token (T2M-GPT style) baseline on MoScale's finest tokens (stage 2) |
@@ -27,7 +28,7 @@ from mmar.errors import ConfigError
 __all__ = ["TASKS", "task_class", "make_task"]
 
 TASKS: tuple[str, ...] = ("agrol_mlp", "mlp_vqvae", "mem_mlp", "tmt_vqvae", "motionmar", "moscale_vqvae",
-                         "t2m_evaluator", "moscale", "t2m_gpt")
+                         "scalemogen_vqvae", "t2m_evaluator", "moscale", "t2m_gpt")
 
 
 def task_class(name: str | None) -> type:

@@ -6,7 +6,7 @@ windows, and a 20-step ``mmar train`` smoke run on the Bandai data at 3.45 steps
 Same structure as ``configs/scalemogen_vqvae.py`` (per-joint MLPs, 2 pooling levels 22 -> 12 -> 7
 body groups, 196 -> 49 latent steps, the official quantiser: 11 BSQ scales of 24 bits, VQ
 stochastic depth 0.5; the official loss weights and AdamW betas / clipping) with these changes
-(the small model of ``tools/vq_scales.py skeletal``):
+(the small model of the former, removed training loop of ``tools/vq_scales.py``):
 
 - latent_dim 32 (384): the skeletal grid is 22 joints x 196 frames, width 64 already costs
   1.6 s a step at batch 32 on CPU;

@@ -120,7 +120,7 @@ def test_bad_configs(dataset):  # noqa: F811
 
 
 def test_vq_scales_tool_measures_the_run(run, dataset):  # noqa: F811
-    """tools/vq_scales.py skeletal --run DIR: the trained run, not a model of the script's own loop."""
+    """tools/vq_scales.py skeletal --run DIR: the trained run, a run trained by the one trainer."""
     import importlib.util
     from pathlib import Path
 

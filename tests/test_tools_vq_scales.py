@@ -1,9 +1,11 @@
 """tools/vq_scales.py: per-scale reconstruction of both multi-scale quantisers on tiny random
-models and synthetic clips (no data, no checkpoint)."""
+models and synthetic clips (no data, no checkpoint; reading a real ``scalemogen_vqvae`` run with
+``load_skeletal_run`` is tested in tests/test_tasks_scalemogen_vqvae.py)."""
 from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 from pathlib import Path
 
 import jax
@@ -13,7 +15,7 @@ import pytest
 from mmar.data import hml_features as hf
 from mmar.data import t2m
 from mmar.models.quantizers.skeletal import SCALEMOGEN_SKELETAL
-from mmar.models.vqvae import SkeletalVQVAE
+from mmar.models.vqvae import SCALEMOGEN_VQVAE, SkeletalVQVAE
 from mmar.skeleton import SMPL22_PARENTS
 from mmar.tasks.base import BenchmarkDataConfig
 from mmar.tasks.tmt_vqvae import TMTVQVAEModelConfig, TMTVQVAETask
@@ -107,19 +109,25 @@ def test_temporal_scales(bench, tmp_path):
     assert png.stat().st_size > 1000
 
 
-def test_skeletal_scales(bench, tmp_path):
-    # the preset's group chains with a 4-step latent (16 frames) and 3 scales: fast to compile
-    q = dataclasses.replace(SCALEMOGEN_SKELETAL, num_steps=4, time_factors=(4, 2, 1), mapping=((0, 0), (1, 1), (2, 4)))
-    cfg = vq_scales.skeletal_config(width=8, n_extra_layers=0, base=dataclasses.replace(vq_scales.SCALEMOGEN_VQVAE,
-                                                                                         quantizer=q))
+def _tiny_skeletal(num_steps=4, seed=0):
+    """The preset's group chains with a ``num_steps`` latent (``4 * num_steps`` frames) and 3
+    scales (fast to compile), width 8, random parameters: ``(model, params)``."""
+    q = dataclasses.replace(SCALEMOGEN_SKELETAL, num_steps=num_steps, time_factors=(num_steps, 2, 1),
+                            mapping=((0, 0), (1, 1), (2, 4)))
+    cfg = dataclasses.replace(SCALEMOGEN_VQVAE, latent_dim=8, n_extra_layers=0, dropout=0.0, quantizer=q)
+    T = cfg.num_frames
+    assert T == 4 * num_steps
     model = SkeletalVQVAE(cfg)
-    assert cfg.num_frames == 16
+    x = np.zeros((2, T, cfg.feature_dim), np.float32)
+    params = _random_variables(model.init, {"params": jax.random.key(0)}, x, np.ones((2, T), bool), seed=seed)
+    return model, params["params"]
+
+
+def test_skeletal_scales(bench, tmp_path):
+    model, params = _tiny_skeletal()
     feats = vq_scales.build_hml_features(bench["train"], step=1, min_len=8, progress=False)
     assert all(f.shape[1] == 263 for f in feats.values())
     norm = hf.Normalizer.from_data(list(feats.values()), joints_num=22)
-    xb, mb = vq_scales.sample_batch(np.random.default_rng(0), [norm.normalize(f) for f in feats.values()], 16, 5)
-    assert xb.shape == (5, 16, 263) and mb.shape == (5, 16) and mb[:, 0].all()
-    params = _random_variables(model.init, {"params": jax.random.key(0)}, xb, mb)["params"]
 
     test = vq_scales.build_hml_features(bench["test"], step=1, min_len=8, progress=False)
     x, mask, index = vq_scales.cut_windows({k: norm.normalize(v) for k, v in test.items()}, 16, min_len=8)
@@ -148,11 +156,59 @@ def test_skeletal_scales(bench, tmp_path):
     assert kept["gt"].shape == (16, 22, 3) and all(kept[n].shape == (16, 22, 3) for n in (1, 2, 3))
     assert "forward pass (check)" in vq_scales.skeletal_table(res)
 
-    vq_scales.save_skeletal(tmp_path / "ck", params, {"width": 8, "n_extra_layers": 0, "dropout": 0.0}, norm, {})
-    assert (tmp_path / "ck" / "params.msgpack").is_file() and (tmp_path / "ck" / "Mean.npy").is_file()
-
 
 def test_outputs_inside_the_repo_are_refused():
     with pytest.raises(SystemExit):
         vq_scales._outside_repo(vq_scales.REPO_ROOT / "out.png", "--figure")
     vq_scales._outside_repo("/tmp/vq_scales/out.png", "--figure")
+
+
+def test_skeletal_cli_measures_the_run(monkeypatch, tmp_path):
+    """``skeletal --run DIR``: the model, parameters and statistics come from the run (here a stub
+    of :func:`load_skeletal_run`), the test split is measured and the numbers written."""
+    import mmar.data.benchmark
+
+    rng = np.random.default_rng(5)
+    # 60-fps arrays, every third frame: 100 and 45 feature frames, 29 (< 40: dropped); windows of
+    # 48 frames: 2 full ones of "a" (its last 4 frames dropped), one partial (masked) of "b"
+    bench = {"train": {}, "test": {"a": _clip(rng, 301), "b": _clip(rng, 136), "short": _clip(rng, 90)}}
+    monkeypatch.setattr(mmar.data.benchmark, "load_sparse_benchmark", lambda data, fps: bench)
+    model, params = _tiny_skeletal(num_steps=12, seed=1)
+    feats = vq_scales.build_hml_features(bench["test"], progress=False)
+    assert {k: len(v) for k, v in feats.items()} == {"a": 100, "b": 45}
+    norm = hf.Normalizer.from_data(list(feats.values()), joints_num=22)
+    calls = []
+
+    def fake_load(run, benchmark=None):
+        calls.append(run)
+        return model, params, norm, {"run": str(run), "steps": 7, "batch": 4, "params": 123}
+
+    monkeypatch.setattr(vq_scales, "load_skeletal_run", fake_load)
+    out = tmp_path / "skel.json"
+    vq_scales.main(["skeletal", "--run", str(tmp_path / "run"), "--json", str(out), "--eval-batch", "2"])
+    assert calls == [str(tmp_path / "run")]
+    res = json.loads(out.read_text())
+    assert res["windows"] == 3 and res["frames"] == 2 * 48 + 45 and res["test_clips"] == 2
+    assert res["num_scales"] == 3 and [s["tokens"] for s in res["scales"]] == [1, 6 * 2, 12 * 7]
+    assert res["train"] == {"run": str(tmp_path / "run"), "steps": 7, "batch": 4, "params": 123}
+    x, mask, _ = vq_scales.cut_windows({k: norm.normalize(v) for k, v in feats.items()}, 48)
+    direct = vq_scales.skeletal_scale_eval(model, params, x, mask, norm, batch=2, progress=False)
+    assert all(np.isfinite(direct["mpjpe_cm"]))
+    np.testing.assert_allclose(res["mpjpe_cm"], direct["mpjpe_cm"], rtol=1e-5)
+    np.testing.assert_allclose(res["full_mpjpe_cm"], direct["full_mpjpe_cm"], rtol=1e-5)
+    assert "kept" not in res and "figure_clip" not in res  # no --figure
+
+
+def test_the_training_loop_is_gone(capsys):
+    """The tool measures only: the tokenizer is trained by ``mmar train``."""
+    for name in ("train_skeletal", "save_skeletal", "load_skeletal", "sample_batch", "skeletal_config"):
+        assert not hasattr(vq_scales, name)
+    with pytest.raises(SystemExit):
+        vq_scales.main(["skeletal", "--workdir", "/tmp/vq_scales/skel"])
+    assert "mmar train configs/scalemogen_vqvae_small.py" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # --run is required
+        vq_scales.main(["skeletal", "--figure", "/tmp/vq_scales/s.png"])
+    assert "--run" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        vq_scales.main(["skeletal", "--run", "/tmp/runs/x", "--steps", "600"])
+    assert "unrecognized arguments: --steps" in capsys.readouterr().err

@@ -15,29 +15,22 @@ pose the tracking input already fixes::
     .venv/bin/python tools/vq_scales.py temporal --run /tmp/runs/mm_vq \\
         --figure /tmp/vq_scales/temporal.png --json /tmp/vq_scales/temporal.json
 
-``skeletal`` -- ScaleMoGen's skeletal-temporal BSQ VQ-VAE (:class:`mmar.models.vqvae.SkeletalVQVAE`,
-the preset's 11-scale quantiser over 49 latent steps, i.e. 196-frame windows) with reduced widths,
-trained here on HumanML3D-format 263-d features computed from the Bandai clips at 20 fps
-(:mod:`mmar.data.hml_features`; train split, every third frame of the 60-fps benchmark arrays;
-z-normalised with the train mean and grouped std as HumanML3D does; clips shorter than 40
-feature frames dropped as in HumanML3D; clips shorter than 196 frames padded and masked, longer
-ones randomly cropped). Evaluation on non-overlapping 196-frame windows of the test split (a
-last partial window of at least 40 frames is kept, masked): MPJPE of the joints recovered with
+``skeletal`` -- a trained ``scalemogen_vqvae`` run of the one trainer (ScaleMoGen's
+skeletal-temporal BSQ VQ-VAE, :class:`mmar.models.vqvae.SkeletalVQVAE`, e.g. the preset's
+11-scale quantiser over 49 latent steps, i.e. 196-frame windows), read with
+:func:`mmar.run.load` (``--run DIR``: its latest checkpoint and its data statistics; trained with
+e.g. ``mmar train configs/scalemogen_vqvae_small.py --workdir /tmp/runs/scalemogen_vq``; this
+script trains nothing). Evaluation on HumanML3D-format 263-d features computed from the Bandai
+test clips at 20 fps (:mod:`mmar.data.hml_features`; every third frame of the 60-fps benchmark
+arrays, z-normalised with the run's statistics; clips shorter than 40 feature frames dropped as
+in HumanML3D), cut into non-overlapping windows of the model's length (a last partial window of
+at least 40 frames is kept, masked): MPJPE of the joints recovered with
 :func:`mmar.data.hml_features.recover_from_ric` when decoding from the first ``n`` scales,
 ``n = 1..11``, and per-scale bit usage (per-bit entropy of the empirical bit frequencies,
 fraction of distinct 24-bit codes among the scale's tokens, and the BSQ per-sample and
-codebook entropies the quantiser computes). The model is normally a ``scalemogen_vqvae`` run of
-the one trainer (``--run DIR``; its latest checkpoint and its data statistics; trained with e.g.
-``mmar train configs/scalemogen_vqvae_small.py --workdir /tmp/runs/scalemogen_vq``)::
+codebook entropies the quantiser computes)::
 
     .venv/bin/python tools/vq_scales.py skeletal --run /tmp/runs/scalemogen_vq \\
-        --figure /tmp/vq_scales/skeletal.png --json /tmp/vq_scales/skeletal.json
-
-Without ``--run`` the older stand-alone path trains a small model in this script's own loop;
-its checkpoints go to ``--workdir`` (outside the repository; an existing checkpoint there is
-reused unless ``--retrain``)::
-
-    .venv/bin/python tools/vq_scales.py skeletal --workdir /tmp/vq_scales/skel \\
         --figure /tmp/vq_scales/skeletal.png --json /tmp/vq_scales/skeletal.json
 
 The figure shows, for one test clip (default: the longest one), the height over time of the
@@ -50,7 +43,6 @@ anything derived from it stay outside.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import json
 import os
@@ -71,13 +63,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
 from mmar.data import hml_features as hf  # noqa: E402
 from mmar.data import t2m  # noqa: E402
 from mmar.models import body  # noqa: E402
-from mmar.models.vqvae import (  # noqa: E402
-    SCALEMOGEN_LOSS,
-    SCALEMOGEN_VQVAE,
-    SkeletalVQVAE,
-    SkeletalVQVAEConfig,
-    vqvae_loss,
-)
+from mmar.models.vqvae import SkeletalVQVAE  # noqa: E402
 
 #: joints drawn in the figure: (SMPL-22 index, label); the height (y) of each is plotted.
 FIGURE_JOINTS: tuple[tuple[int, str], ...] = ((0, "root (pelvis)"), (20, "left wrist"), (10, "left foot"))
@@ -91,11 +77,6 @@ def _outside_repo(path: str | os.PathLike | None, what: str) -> None:
     p = Path(path).expanduser().resolve()
     if p == REPO_ROOT or REPO_ROOT in p.parents:
         raise SystemExit(f"{what} {p} lies inside the repository; write outputs under /tmp instead")
-
-
-def _cpu_seconds() -> float:
-    t = os.times()
-    return t.user + t.system
 
 
 # ======================================================================================
@@ -221,13 +202,6 @@ def temporal_figure_data(task, variables, clip: dict, max_frames: int | None = N
 # skeletal (ScaleMoGen's skeletal-temporal BSQ VQ-VAE) on HumanML3D-format features
 # ======================================================================================
 
-def skeletal_config(width: int = 32, n_extra_layers: int = 0, dropout: float = 0.0,
-                    base: SkeletalVQVAEConfig = SCALEMOGEN_VQVAE) -> SkeletalVQVAEConfig:
-    """The ScaleMoGen preset (quantiser untouched: 11 scales over 49 latent steps) with a
-    smaller width / depth."""
-    return dataclasses.replace(base, latent_dim=int(width), n_extra_layers=int(n_extra_layers), dropout=float(dropout))
-
-
 def clip_hml_features(joints: np.ndarray, step: int = 1) -> np.ndarray:
     """HumanML3D 263-d features ``(T' - 1, 263)`` of joint positions ``(T, 22, 3)`` taken every
     ``step`` frames (3 turns the 60-fps benchmark arrays into 20 fps): :func:`mmar.data.t2m.clip_features`."""
@@ -262,96 +236,6 @@ def cut_windows(feats: dict[str, np.ndarray], num_frames: int, min_len: int = MI
         raise ValueError("no window: every clip is shorter than min_len")
     x, m = t2m.pad_windows(windows, num_frames)
     return x, m, index
-
-
-def sample_batch(rng: np.random.Generator, feats: Sequence[np.ndarray], num_frames: int, batch: int):
-    """A training batch: clips drawn uniformly, random crops of longer clips, shorter clips
-    zero padded and masked (features already normalised; :func:`mmar.data.t2m.pad_windows`)."""
-    windows = []
-    for ci in rng.integers(0, len(feats), batch):
-        f = feats[ci]
-        s = int(rng.integers(0, len(f) - num_frames + 1)) if len(f) > num_frames else 0
-        windows.append(f[s:s + num_frames])
-    return t2m.pad_windows(windows, num_frames)
-
-
-def make_train_step(model: SkeletalVQVAE, optimizer):
-    import optax
-
-    @jax.jit
-    def step(params, opt_state, x, mask, rng):
-        r1, r2 = jax.random.split(rng)
-
-        def loss_fn(p):
-            out = model.apply({"params": p}, x, mask, train=True, rngs={"dropout": r1, "vq": r2})
-            return vqvae_loss(out, x, mask, **SCALEMOGEN_LOSS)
-
-        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, metrics
-
-    return step
-
-
-def train_skeletal(model: SkeletalVQVAE, feats: Sequence[np.ndarray], steps: int, batch: int = 8,
-                   lr: float = 1e-3, warmup: int = 50, weight_decay: float = 1e-4, seed: int = 0,
-                   progress: bool = True, log_every: int = 50) -> tuple[dict, dict]:
-    """AdamW (warm-up + cosine, grad clip 1) on :func:`vqvae_loss` with :data:`SCALEMOGEN_LOSS`.
-    Returns ``(params, info)``; ``info`` has the loss log and wall / CPU seconds."""
-    import optax
-
-    T = model.config.num_frames
-    rng = np.random.default_rng(seed)
-    x0, m0 = sample_batch(rng, feats, T, batch)
-    params = jax.jit(model.init)({"params": jax.random.key(seed)}, x0, m0)["params"]
-    sched = optax.warmup_cosine_decay_schedule(0.0, lr, max(1, min(warmup, steps - 1)), max(steps, 2), lr * 0.1)
-    optimizer = optax.chain(optax.clip_by_global_norm(1.0),
-                            optax.adamw(sched, b1=0.9, b2=0.99, weight_decay=weight_decay))
-    opt_state = optimizer.init(params)
-    step_fn = make_train_step(model, optimizer)
-    key = jax.random.key(seed + 1)
-    t0, c0 = time.time(), _cpu_seconds()
-    log, acc = [], []
-    bar = tqdm(range(steps), desc="train skeletal VQ-VAE", unit="step", disable=not progress)
-    for i in bar:
-        x, m = (x0, m0) if i == 0 else sample_batch(rng, feats, T, batch)
-        params, opt_state, met = step_fn(params, opt_state, x, m, jax.random.fold_in(key, i))
-        acc.append(met)
-        if (i + 1) % log_every == 0 or i + 1 == steps:
-            mean = {k: float(np.mean([float(a[k]) for a in acc])) for k in acc[0]}
-            log.append({"step": i + 1, **mean})
-            bar.set_postfix(loss=f"{mean['loss']:.4f}", rec=f"{mean['rec']:.4f}")
-            acc = []
-    jax.block_until_ready(params)
-    info = {"steps": int(steps), "batch": int(batch), "windows_seen": int(steps * batch), "lr": lr,
-            "weight_decay": weight_decay, "warmup": warmup, "seed": seed, "log": log,
-            "wall_s": time.time() - t0, "cpu_s": _cpu_seconds() - c0}
-    return jax.device_get(params), info
-
-
-def save_skeletal(workdir: str | os.PathLike, params, cfg_kw: dict, normalizer: hf.Normalizer, info: dict) -> None:
-    from flax import serialization
-
-    wd = Path(workdir)
-    wd.mkdir(parents=True, exist_ok=True)
-    (wd / "params.msgpack").write_bytes(serialization.to_bytes(params))
-    normalizer.save(str(wd))
-    (wd / "train.json").write_text(json.dumps({"config": cfg_kw, "train": info}, indent=1) + "\n")
-
-
-def load_skeletal(workdir: str | os.PathLike):
-    """``(model, params, normalizer, info)`` saved by :func:`save_skeletal`."""
-    from flax import serialization
-
-    wd = Path(workdir)
-    meta = json.loads((wd / "train.json").read_text())
-    model = SkeletalVQVAE(skeletal_config(**meta["config"]))
-    T = model.config.num_frames
-    x = jnp.zeros((1, T, model.config.feature_dim), jnp.float32)
-    target = jax.eval_shape(model.init, {"params": jax.random.key(0)}, x)["params"]
-    target = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), target)
-    params = serialization.from_bytes(target, (wd / "params.msgpack").read_bytes())
-    return model, params, hf.Normalizer.load(str(wd)), meta["train"]
 
 
 def load_skeletal_run(run: str | os.PathLike, benchmark=None):
@@ -624,30 +508,8 @@ def run_skeletal(args) -> dict:
     from mmar.data.benchmark import load_sparse_benchmark
 
     bench = load_sparse_benchmark(args.data, 60)
-    if args.run is None and args.workdir is None:
-        raise SystemExit("skeletal: give --run (a scalemogen_vqvae run) or --workdir (train here)")
-    wd = Path(args.workdir) if args.workdir else None
-    have = wd is not None and (wd / "params.msgpack").is_file() and not args.retrain
-    info = None
-    if args.run is not None:
-        model, params, normalizer, info = load_skeletal_run(args.run)
-        print(f"the scalemogen_vqvae run {args.run} ({info['steps']} steps)")
-    elif have:
-        model, params, normalizer, info = load_skeletal(wd)
-        print(f"reusing the checkpoint in {wd} ({info['steps']} steps); --retrain to train again")
-    else:
-        train_feats = build_hml_features(bench["train"], desc="train features (20 fps)")
-        normalizer = hf.Normalizer.from_data(list(train_feats.values()), joints_num=22)
-        cfg_kw = {"width": args.width, "n_extra_layers": args.extra_layers, "dropout": args.dropout}
-        model = SkeletalVQVAE(skeletal_config(**cfg_kw))
-        feats = [normalizer.normalize(f) for f in train_feats.values()]
-        params, info = train_skeletal(model, feats, args.steps, args.batch, args.lr, seed=args.seed,
-                                      weight_decay=args.weight_decay)
-        info["train_clips"] = len(feats)
-        info["params"] = int(sum(np.size(p) for p in jax.tree.leaves(params)))
-        save_skeletal(wd, params, cfg_kw, normalizer, info)
-        print(f"trained {args.steps} steps x {args.batch} windows in {info['wall_s']:.0f} s wall, "
-              f"{info['cpu_s']:.0f} s CPU; saved to {wd}")
+    model, params, normalizer, info = load_skeletal_run(args.run)
+    print(f"the scalemogen_vqvae run {args.run} ({info['steps']} steps)")
     test_feats = build_hml_features(bench["test"], desc="test features (20 fps)")
     T = model.config.num_frames
     x, mask, index = cut_windows({k: normalizer.normalize(v) for k, v in test_feats.items()}, T)
@@ -659,7 +521,7 @@ def run_skeletal(args) -> dict:
     res["train"] = info
     res["test_clips"] = len(test_feats)
     print(f"\n## Skeletal (ScaleMoGen BSQ VQ-VAE, width {model.config.latent_dim}, "
-          f"{model.config.n_extra_layers + 1} ResSTConv per level, {info.get('params', '?')} parameters; "
+          f"{model.config.n_extra_layers + 1} ResSTConv per level, {info['params']} parameters; "
           f"{info['steps']} steps x {info['batch']} windows): Bandai test split as HumanML3D features at 20 fps, "
           f"{len(test_feats)} clips, {res['windows']} windows of {T} frames ({res['frames']} valid frames)\n")
     print(skeletal_table(res))
@@ -678,6 +540,15 @@ def run_skeletal(args) -> dict:
     return res
 
 
+class _Removed(argparse.Action):
+    """An option of the removed stand-alone training loop: fail with a pointer to the trainer."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string}: this script no longer trains; train the tokenizer with "
+                     "`mmar train configs/scalemogen_vqvae_small.py --workdir DIR` and measure it with "
+                     "`tools/vq_scales.py skeletal --run DIR`")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -691,23 +562,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     t.add_argument("--run", required=True, help="work directory of a tmt_vqvae run")
     t.add_argument("--batch", type=int, default=256)
     t.add_argument("--seconds", type=float, default=9.8, help="span of the figure clip")
-    s = sub.add_parser("skeletal", parents=[common], help="evaluate a scalemogen_vqvae run (or train a small one here)")
-    src = s.add_mutually_exclusive_group(required=True)
-    src.add_argument("--run", default=None, help="work directory of a scalemogen_vqvae run (mmar train)")
-    src.add_argument("--workdir", default=None,
-                     help="stand-alone path: checkpoint directory of this script's own training (outside the repository)")
-    s.add_argument("--retrain", action="store_true")
-    s.add_argument("--steps", type=int, default=600)
-    s.add_argument("--batch", type=int, default=8)
-    s.add_argument("--lr", type=float, default=1e-3)
-    s.add_argument("--weight-decay", type=float, default=1e-4)
-    s.add_argument("--width", type=int, default=32, help="latent_dim (ScaleMoGen: 384)")
-    s.add_argument("--extra-layers", type=int, default=0, help="n_extra_layers (ScaleMoGen: 1)")
-    s.add_argument("--dropout", type=float, default=0.0, help="ScaleMoGen: 0.1")
-    s.add_argument("--seed", type=int, default=0)
+    s = sub.add_parser("skeletal", parents=[common], help="a trained scalemogen_vqvae run (ScaleMoGen tokenizer)")
+    s.add_argument("--workdir", nargs="?", action=_Removed, help=argparse.SUPPRESS)
+    s.add_argument("--run", required=True, help="work directory of a scalemogen_vqvae run (mmar train)")
     s.add_argument("--eval-batch", type=int, default=32)
     args = ap.parse_args(argv)
-    for what in ("figure", "json", "workdir"):
+    for what in ("figure", "json"):
         _outside_repo(getattr(args, what, None), f"--{what}")
     res = run_temporal(args) if args.mode == "temporal" else run_skeletal(args)
     if args.json:

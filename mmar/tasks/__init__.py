@@ -14,6 +14,7 @@ One module per task; ``cfg.task`` names it (big_vision's registry by module name
 | ``t2m_evaluator`` | :mod:`mmar.tasks.t2m_evaluator` | Guo et al.'s text-motion evaluator (frozen after training) |
 | ``moscale`` | :mod:`mmar.tasks.moscale` | MoScale's next-scale text-to-motion predictor (stage 2) |
 | ``t2m_gpt`` | :mod:`mmar.tasks.t2m_gpt` | next-token (T2M-GPT style) baseline on MoScale's finest tokens (stage 2) |
+| ``scalemogen`` | :mod:`mmar.tasks.scalemogen` | ScaleMoGen's bit-wise next-scale predictor and zero-shot editing (stage 2) |
 
 A task module defines its ``cfg.model`` dataclass and its task class, and ends with
 ``TASK = <class>``. A task outside this package is named by its full module path
@@ -28,7 +29,7 @@ from mmar.errors import ConfigError
 __all__ = ["TASKS", "task_class", "make_task"]
 
 TASKS: tuple[str, ...] = ("agrol_mlp", "mlp_vqvae", "mem_mlp", "tmt_vqvae", "motionmar", "moscale_vqvae",
-                         "scalemogen_vqvae", "t2m_evaluator", "moscale", "t2m_gpt")
+                         "scalemogen_vqvae", "t2m_evaluator", "moscale", "t2m_gpt", "scalemogen")
 
 
 def task_class(name: str | None) -> type:

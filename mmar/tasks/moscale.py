@@ -212,6 +212,7 @@ class MoScaleTask(TaskBase):
     is_text_to_motion: ClassVar[bool] = True
     min_frames: ClassVar[int] = 40
     max_frames: ClassVar[int] = 196
+    stage1_task: ClassVar[str] = "moscale_vqvae"  # the task of model.tokenizer_workdir
 
     def __init__(self, cfg, benchmark=None, dataset=None):
         super().__init__(cfg)
@@ -242,11 +243,11 @@ class MoScaleTask(TaskBase):
             from mmar.run import load
 
             if not self.m.tokenizer_workdir:
-                raise ConfigError("model.tokenizer_workdir is empty: name the moscale_vqvae run to train on")
+                raise ConfigError(f"model.tokenizer_workdir is empty: name the {self.stage1_task} run to train on")
             run = load(self.m.tokenizer_workdir)
-            if run.config.task not in ("moscale_vqvae", "mmar.tasks.moscale_vqvae"):
-                raise CheckpointError(f"{self.m.tokenizer_workdir}: model.tokenizer_workdir must be a moscale_vqvae "
-                                      f"run, this is a {run.config.task} run")
+            if run.config.task not in (self.stage1_task, f"mmar.tasks.{self.stage1_task}"):
+                raise CheckpointError(f"{self.m.tokenizer_workdir}: model.tokenizer_workdir must be a "
+                                      f"{self.stage1_task} run, this is a {run.config.task} run")
             if run.config.data.source != self.d.source:
                 raise ConfigError(f"the tokenizer was trained on {run.config.data.source!r} data, this config "
                                   f"reads {self.d.source!r}")

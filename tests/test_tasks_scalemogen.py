@@ -1,0 +1,128 @@
+"""ScaleMoGen's predictor as a task (mmar.tasks.scalemogen) on the tiny synthetic captioned
+dataset and a tiny skeletal tokenizer run: the paper config is scalemogen_layer12, every field is
+reachable with --set, bit-flip correction reaches the loss, training lowers it, a checkpoint
+alone generates and edits, and bad requests get clear errors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import mmar.run
+from mmar.edit import edit_grid, make_request
+from mmar.errors import CheckpointError, ConfigError, MmarError, ShapeError
+from mmar.models.scale_ar import scalemogen_config
+from mmar.models.vqvae import SCALEMOGEN_VQVAE
+from mmar.tasks import make_task
+from mmar.tasks.moscale import MoScaleGenDataConfig
+from mmar.tasks.scalemogen import ScaleMoGenModelConfig, ScaleMoGenTask
+from mmar.train import train
+from mmar.train.config import Config, OptimConfig, TrainConfig, apply_overrides
+
+from test_tasks_moscale import dataset  # noqa: F401  (fixture)
+from test_tasks_scalemogen_vqvae import tiny_config
+
+TINY = dict(width=32, depth=1, heads=2, mlp_round=1, cond_dim=16, memory_dim=16, pool_heads=2, text_width=16,
+            text_depth=1, text_heads=2, length_hidden=16, drop_path=0.0)
+STEPS = 24
+
+
+def config_for(vq_wd, steps=STEPS, **model) -> Config:
+    return Config(name="tiny_scalemogen", task="scalemogen",
+                  model=ScaleMoGenModelConfig(tokenizer_workdir=str(vq_wd), **{**TINY, **model}),
+                  data=MoScaleGenDataConfig(eval_batch=8),
+                  optim=OptimConfig(lr=3e-3, warmup_steps=0, schedule="constant"),
+                  train=TrainConfig(steps=steps, batch_size=8, log_every=4, eval_every=steps, ckpt_every=steps,
+                                    progress=False, async_checkpoint=False, best_metric="val_ce", best_mode="min"))
+
+
+@pytest.fixture(scope="module")
+def vq_run(dataset, tmp_path_factory):  # noqa: F811
+    wd = tmp_path_factory.mktemp("smg_vq")
+    cfg = tiny_config(steps=4)
+    train(make_task(cfg, benchmark=dataset), cfg, wd)
+    return wd
+
+
+@pytest.fixture(scope="module")
+def run(dataset, vq_run, tmp_path_factory):  # noqa: F811
+    wd = tmp_path_factory.mktemp("smg")
+    cfg = config_for(vq_run)
+    _, hist = train(make_task(cfg, benchmark=dataset), cfg, wd)
+    return wd, hist, mmar.run.load(wd, benchmark=dataset)
+
+
+def test_paper_config_is_scalemogen_layer12(dataset):  # noqa: F811
+    cfg = Config(task="scalemogen", model=ScaleMoGenModelConfig(), data=MoScaleGenDataConfig())
+    task = ScaleMoGenTask(cfg, dataset=dataset)
+    net = task.net_config(SCALEMOGEN_VQVAE, vocab_size=100)
+    assert net.transformer == scalemogen_config()
+    assert (net.pool_heads, net.unit, net.length_classes, net.num_bits) == (16, 4, 49, 24)
+    assert task.sampling() == type(task.sampling())(guidance=7.0, temperature=1.3)
+    apply_overrides(cfg, ["model.depth=3", "model.rope_base=500", "model.flip_max=0", "model.guidance=2",
+                          "model.area_weighting=false", "model.init_std=0.01"])
+    task = ScaleMoGenTask(cfg, dataset=dataset)
+    net = task.net_config(SCALEMOGEN_VQVAE, vocab_size=100)
+    assert (net.transformer.depth, net.transformer.rope_base, net.transformer.init_std) == (3, 500, 0.01)
+    assert task.sampling().guidance == 2.0
+    with pytest.raises(ConfigError, match="flip_max"):
+        ScaleMoGenModelConfig(flip_max=0.9)
+
+
+def test_training_with_bit_correction_lowers_the_loss(run):
+    wd, hist, r = run
+    ce = [h["train/ce"] for h in hist if "train/ce" in h]
+    assert ce[-1] < ce[0]
+    assert max(h["train/flipped"] for h in hist if "train/flipped" in h) > 0  # flips reach the inputs
+    assert {"val_ce", "val_bit_acc"} <= {k.split("/")[-1] for h in hist for k in h}
+    assert {"params", "tokenizer", "assets"} <= set(r.variables) and isinstance(r.task, ScaleMoGenTask)
+
+
+def test_generation_from_the_checkpoint_alone(run):
+    _, _, r = run
+    task = r.task
+    texts, lengths = ["a person moves 1", "a person moves 3"], [60, 196]
+    g = task.generate(r.variables, texts, lengths, seed=1)
+    assert g.features.shape == (2, 196, 263) and list(g.lengths) == lengths
+    assert np.all(g.features[0, 60:] == 0) and np.isfinite(g.features).all()
+    np.testing.assert_array_equal(g.features, task.generate(r.variables, texts, lengths, seed=1).features)
+    assert not np.array_equal(g.features, task.generate(r.variables, texts, lengths, seed=2).features)
+    auto = task.generate(r.variables, ["a person moves 2"] * 2, None, seed=0)
+    assert all(40 <= n <= 196 and n % 4 == 0 for n in auto.lengths)
+    with pytest.raises(ConfigError, match="one pass"):
+        task.generate(r.variables, texts, lengths, steps=(1, 2))
+    with pytest.raises(MmarError, match="empty"):
+        task.generate(r.variables, ["   "], [60])
+    with pytest.raises(CheckpointError, match="not a scalemogen checkpoint"):
+        task.generate({"params": r.variables["params"]}, ["a person moves"], [60])
+
+
+def test_edits_keep_the_source_where_asked(run, dataset):  # noqa: F811
+    _, _, r = run
+    task = r.task
+    mo = dataset["val"][0]
+    n = min(len(mo.features), 196) // 4 * 4
+    feats = mo.features[:n]
+    req = make_request("a person moves 2", n, keep_joints="lower")
+    res = task.edit(r.variables, feats, n, req.text, edit_grid(req, n), num=2, seed=0)
+    assert res.edited.features.shape == (2, 196, 263) and res.recon.shape == (196, 263)
+    # every token that reads a kept cell carries the source's bits
+    for k, (src, ed, m) in enumerate(zip(res.source_bits, res.edited_bits, res.editable)):
+        np.testing.assert_array_equal(ed[:, ~m], np.broadcast_to(src[~m], ed[:, ~m].shape))
+    assert any((ed[:, m] != src[m]).any() for src, ed, m in zip(res.source_bits, res.edited_bits, res.editable))
+    assert not res.editable[0].any() and res.editable[-1].reshape(-1, 7)[: n // 4, 4:].all()
+    # a temporal in-betweening edit and a semantic edit run; the semantic one keeps scales < gamma
+    req_t = make_request("a person moves 3", n, keep_frames=f"0:40,{n - 40}:{n}")
+    task.edit(r.variables, feats, n, req_t.text, edit_grid(req_t, n))
+    sem = task.edit(r.variables, feats, n, "a person moves 3", np.zeros((49, 7), bool), semantic=True, gamma=4)
+    for k in range(4):
+        np.testing.assert_array_equal(sem.edited_bits[k][0], sem.source_bits[k])
+    with pytest.raises(ShapeError, match="features"):
+        task.edit(r.variables, feats[:, :251], n, "a person moves", edit_grid(req, n))
+    with pytest.raises(ConfigError, match="no whole token"):
+        task.edit(r.variables, feats, n, "a person moves", np.zeros((49, 7), bool))
+
+
+def test_stage1_must_be_a_skeletal_tokenizer_run(dataset, run):  # noqa: F811
+    wd, _, _ = run
+    with pytest.raises(CheckpointError, match="scalemogen_vqvae run"):
+        make_task(config_for(wd), benchmark=dataset).stage1()

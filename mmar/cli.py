@@ -10,9 +10,11 @@
   mmar export --checkpoint RUN --out MODEL.tflite [--quantize none|fp16|int8] [--mode window|stream]
   mmar generate --checkpoint T2M_RUN --text "a person waves" | --texts FILE [--seconds S] [--num N]
                 [--seed K] [--steps S|S1,S2,..] [--guidance W] --out motions.npz [--gif anim.gif] [--bvh m.bvh]
+  mmar edit --checkpoint T2M_RUN --source motion.npz|clip.bvh --text "..." [--keep-frames 0:60,120:180]
+            [--keep-joints lower|upper|left_arm|...] [--num N] [--seed K] --out edited.npz [--gif edited.gif]
 
 The commands parse arguments and print; the work lives in the library (mmar.data.inputs,
-mmar.train, mmar.run, mmar.eval.checkpoint, mmar.export). Exit codes and messages:
+mmar.train, mmar.run, mmar.eval.checkpoint, mmar.export, mmar.generate, mmar.edit). Exit codes and messages:
 
 * errors in user input are reported in one line naming the file (cut to a few hundred
   characters), exit code 2; output paths (``--out``, ``--save-pred``) are checked before any
@@ -31,7 +33,7 @@ import math
 import os
 import sys
 
-from mmar.errors import MmarError, shorten
+from mmar.errors import ConfigError, MmarError, shorten
 
 
 def _fps_arg(text: str) -> float:
@@ -274,6 +276,38 @@ def cmd_generate(args) -> int:
     return 1 if out["skipped"] else 0
 
 
+def cmd_edit(args) -> int:
+    """``mmar edit``: keep part of a motion, regenerate the rest from a new text (the work is :mod:`mmar.edit`)."""
+    from mmar import edit as edit_lib
+    from mmar.generate import check_outputs, check_texts
+    from mmar.run import load
+
+    text = check_texts([args.text])[0]
+    if args.num < 1:
+        raise ConfigError(f"--num must be >= 1, got {args.num}")
+    check_outputs(args.out, args.gif)
+    _check_out(args.json)
+    source = edit_lib.load_source(args.source, start_frame=args.start_frame, name=args.name)
+    if source.note:
+        print(f"note: {args.source}: {source.note}", file=sys.stderr)
+    run = load(args.checkpoint, overrides=args.set or [], step=args.step)
+    task = edit_lib.edit_task(run)
+    request = edit_lib.make_request(text, source.length, keep_frames=args.keep_frames, keep_joints=args.keep_joints,
+                                    num_groups=int(task.edit_groups))
+    result = edit_lib.edit_motion(run, source, request, num=args.num, seed=args.seed, source_text=args.source_text,
+                                  guidance=args.guidance, temperature=args.temperature, gamma=args.gamma, tau=args.tau)
+    out = edit_lib.save_edit(result, source, request, args.out, args.gif, progress=True)
+    report = {"out": out["out"], "gif": out["gif"], "names": out["names"], "kind": request.kind,
+              "source": str(args.source), "frames": source.length, "source_caption": source.caption,
+              "text": text, "editable_tokens": result["editable_tokens"],
+              "sampling_seconds": round(result["seconds"], 3), "metrics": result["metrics"],
+              "checkpoint": str(getattr(run, "checkpoint", args.checkpoint))}
+    if args.json:
+        _write_json(args.json, report)
+    print(_json(report))
+    return 1 if out["skipped"] else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mmar", description="Multi-scale autoregressive human motion models.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -372,6 +406,38 @@ def build_parser() -> argparse.ArgumentParser:
     gn.add_argument("--ema", action="store_true", help="use the EMA weights")
     gn.add_argument("--step", type=int, default=None, help="use this step (default: the newest)")
     gn.set_defaults(fn=cmd_generate)
+
+    ed = sub.add_parser("edit", help="zero-shot editing: keep frames or body parts of a motion, regenerate the "
+                        "rest from a new text")
+    ed.add_argument("--checkpoint", required=True, help="a scalemogen (or moscale) run directory")
+    ed.add_argument("--source", required=True, help="the motion to edit: an npz of mmar generate / convert, or a "
+                    "Bandai Namco BVH clip (at most 196 frames at 20 fps are edited; see --start-frame)")
+    ed.add_argument("--text", required=True, help="the caption of the edited motion")
+    ed.add_argument("--keep-frames", default=None, metavar="RANGES",
+                    help="frames to keep, half-open ranges at 20 fps, e.g. 0:60,120:180 (in-betweening), 0:80 "
+                         "(continue a prefix), 100: (complete towards a suffix)")
+    ed.add_argument("--keep-joints", default=None, metavar="GROUPS",
+                    help="body parts to keep, comma-separated: " + ", ".join(
+                        ["root", "spine", "head", "torso", "left_leg", "right_leg", "legs", "lower", "left_arm",
+                         "right_arm", "arms", "upper"]) + " (ScaleMoGen only)")
+    ed.add_argument("--source-text", default=None, help="the source's caption for the semantic rule (default: the "
+                    "source's own caption when known, else the unconditional model)")
+    ed.add_argument("--name", default=None, help="the motion of a several-motion npz (default: the first)")
+    ed.add_argument("--start-frame", type=int, default=0, help="first frame of the source to edit")
+    ed.add_argument("--num", type=int, default=1, help="edits to sample (different noise, one batch)")
+    ed.add_argument("--seed", type=int, default=0, help="random seed (same seed, same edits)")
+    ed.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (default: the run's)")
+    ed.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the run's)")
+    ed.add_argument("--gamma", type=int, default=None, help="scales below gamma keep the source outside the edit "
+                    "region (semantic edits: copy it); default: the run's (3)")
+    ed.add_argument("--tau", type=float, default=None, help="semantic edits: resample a bit where the new text "
+                    "lowers its probability by more than tau (default: the run's, 0.1)")
+    ed.add_argument("--out", required=True, help="npz with source, source_recon and edit_<k> (mmar generate layout)")
+    ed.add_argument("--gif", default=None, help="animation (.gif or .mp4): the source and the edits side by side")
+    ed.add_argument("--json", default=None, help="also write the report (metrics) to this file")
+    ed.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field of the run")
+    ed.add_argument("--step", type=int, default=None, help="use this step (default: the newest)")
+    ed.set_defaults(fn=cmd_edit)
     return p
 
 

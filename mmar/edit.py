@@ -70,7 +70,7 @@ __all__ = [
     "BODY_GROUP_NAMES", "JOINT_GROUPS", "GROUP_JOINTS", "EDIT_KINDS",
     "parse_keep_frames", "parse_keep_joints", "EditRequest", "make_request", "valid_steps",
     "kept_steps", "edit_grid", "token_edit_masks", "skeletal_token_masks", "temporal_token_masks",
-    "EditSource", "load_source",
+    "EditSource", "load_source", "edit_task", "edit_motion", "save_edit",
 ]
 
 NUM_STEPS = 49  # latent steps of 196 frames
@@ -633,3 +633,83 @@ def _bandai_caption(stem: str) -> str | None:
     except (ValueError, KeyError):
         return None
     return caps[0] if caps else None
+
+
+# --------------------------------------------------------------------------
+# running an edit with a trained run
+# --------------------------------------------------------------------------
+
+def edit_task(run) -> Any:
+    """The run's task when it can edit (it has ``edit`` and ``edit_groups``); else
+    :class:`ConfigError` naming the task."""
+    task = getattr(run, "task", None)
+    if not callable(getattr(task, "edit", None)) or not hasattr(task, "edit_groups"):
+        name = getattr(getattr(run, "config", None), "task", type(task).__name__)
+        raise ConfigError(f"the run's task {name!r} cannot edit motions; editing needs a next-scale text-to-motion "
+                          "run (scalemogen, or moscale for temporal and semantic edits)")
+    return task
+
+
+def edit_motion(run, source: EditSource, request: EditRequest, *, num: int = 1, seed: int = 0,
+                source_text: str | None = None, guidance: float | None = None, temperature: float | None = None,
+                gamma: int | None = None, tau: float | None = None) -> dict[str, Any]:
+    """Edit ``source`` as ``request`` asks with the text-to-motion run ``run`` (a
+    :class:`mmar.run.Run`): ``num`` edits (seeds ``seed``, ``seed + 1``, ... within one batch).
+
+    ``source_text``: the source's caption for the semantic rule (default: the source's own
+    caption when known, else the unconditional model). Returns ``{"edited":
+    GeneratedMotions, "recon": (T, 263) the source through the tokenizer, "source_joints",
+    "recon_joints", "edited_joints" (list), "metrics" (list of :func:`mmar.eval.editing.summarize_edit`
+    per edit), "editable_tokens" (per scale), "seconds"}``."""
+    from mmar.eval.editing import summarize_edit
+
+    task = edit_task(run)
+    groups = int(task.edit_groups)
+    T = int(source.length)
+    request.validate(T, num_groups=groups)
+    grid = edit_grid(request, T, num_groups=groups)
+    if source_text is None:
+        source_text = source.caption
+    res = task.edit(run.variables, source.features, T, request.text, grid, semantic=request.kind == "semantic",
+                    source_text=source_text, num=num, seed=seed, guidance=guidance, temperature=temperature,
+                    gamma=gamma, tau=tau)
+    recon_joints = _joints_of(res.recon[:T])
+    edited_joints = [_joints_of(f[:T]) for f in res.edited.features]
+    metrics = [summarize_edit(source.joints, e, request, source.fps, recon_joints) for e in edited_joints]
+    return {"edited": res.edited, "recon": res.recon, "source_joints": source.joints, "recon_joints": recon_joints,
+            "edited_joints": edited_joints, "metrics": metrics,
+            "editable_tokens": [int(np.asarray(m).sum()) for m in res.editable], "seconds": float(res.seconds)}
+
+
+def save_edit(result: dict[str, Any], source: EditSource, request: EditRequest, out_npz: str,
+              gif: str | None = None, *, progress: bool = False) -> dict[str, Any]:
+    """Write an edit: ``out_npz`` in the ``mmar generate`` layout with the motions ``source``,
+    ``source_recon`` (through the tokenizer) and ``edit_0``, ``edit_1``, ... (atomic); ``gif``
+    (``.gif`` / ``.mp4``): the source and up to three edits side by side. Returns the paths
+    and motion names."""
+    from mmar.generate import check_outputs, save_generated
+    from mmar.models.generated import GeneratedMotions
+
+    check_outputs(out_npz, gif)
+    T = int(source.length)
+    edited = result["edited"]
+    n = len(edited.texts)
+    feats = np.zeros((n + 2, edited.features.shape[1], edited.features.shape[2]), np.float32)
+    feats[0, :T] = source.features
+    feats[1] = result["recon"]
+    feats[2:] = edited.features
+    src_cap = source.caption or f"source: {Path(source.path).name}"
+    texts = [src_cap, f"{src_cap} (through the tokenizer)"] + list(edited.texts)
+    gen = GeneratedMotions(feats, np.full((n + 2,), T, np.int32), texts, edited.fps, edited.kind, edited.seconds)
+    names = ["source", "source_recon"] + [f"edit_{i}" for i in range(n)]
+    out = save_generated(gen, out_npz, names=names, progress=False)
+    if gif:
+        from mmar.viz.render import render
+
+        shown = [0] + list(range(2, min(n, 3) + 2))
+        titles = ["source" + (f": {source.caption}" if source.caption else "")] + \
+            [f"{request.kind} edit: {request.text}"] * (len(shown) - 1)
+        joints = [result["source_joints"]] + [result["edited_joints"][i - 2] for i in shown[1:]]
+        render(joints, gif, float(source.fps), titles=[t if len(t) <= 48 else t[:45] + "..." for t in titles],
+               progress=progress)
+    return {"out": out["out"], "names": out["names"], "gif": str(gif) if gif else None, "skipped": out["skipped"]}

@@ -19,6 +19,7 @@ from mmar.train import train
 from mmar.train.config import Config, OptimConfig, TrainConfig, apply_overrides
 
 from test_tasks_moscale import dataset  # noqa: F401  (fixture)
+from test_edit import bandai_bvh  # noqa: F401  (fixture)
 from test_tasks_scalemogen_vqvae import tiny_config
 
 TINY = dict(width=32, depth=1, heads=2, mlp_round=1, cond_dim=16, memory_dim=16, pool_heads=2, text_width=16,
@@ -126,3 +127,33 @@ def test_stage1_must_be_a_skeletal_tokenizer_run(dataset, run):  # noqa: F811
     wd, _, _ = run
     with pytest.raises(CheckpointError, match="scalemogen_vqvae run"):
         make_task(config_for(wd), benchmark=dataset).stage1()
+
+
+def test_mmar_edit_command(run, bandai_bvh, tmp_path, capsys):
+    import json
+
+    from mmar.cli import main
+    from mmar.data.arrays import load_arrays
+
+    wd, _, _ = run
+    out, gif, rep = tmp_path / "edited.npz", tmp_path / "edited.gif", tmp_path / "edit.json"
+    code = main(["edit", "--checkpoint", str(wd), "--source", str(bandai_bvh), "--text", "a person moves 2",
+                 "--keep-joints", "lower", "--num", "2", "--out", str(out), "--gif", str(gif), "--json", str(rep)])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads(capsys.readouterr().out)
+    assert report["kind"] == "body_part" and report["frames"] == 196 and len(report["metrics"]) == 2
+    m = report["metrics"][0]
+    assert m["kept_error_cm"] >= 0 and m["recon_kept_error_cm"] >= 0 and m["edited_change_cm"] > 0
+    assert report["editable_tokens"][0] == 0 and report["editable_tokens"][-1] > 0
+    arrays = load_arrays(str(out))
+    assert {"source", "source_recon", "edit_0", "edit_1"} <= set(arrays)
+    assert arrays["edit_0"]["features"].shape == (196, 263) and gif.stat().st_size > 0
+    assert json.loads(rep.read_text())["metrics"] == report["metrics"]
+    # invalid requests: clear one-line errors, exit code 2, nothing written
+    bad = [(["--keep-joints", "tail"], "unknown"), (["--keep-frames", "0:400"], "outside"),
+           (["--keep-frames", "1:3"], "nothing to keep"), (["--keep-frames", "0:196", ], "nothing to edit")]
+    for extra, msg in bad:
+        out2 = tmp_path / "never.npz"
+        code = main(["edit", "--checkpoint", str(wd), "--source", str(bandai_bvh), "--text", "a person moves",
+                     "--out", str(out2), *extra])
+        assert code == 2 and msg in capsys.readouterr().err.lower() and not out2.exists()

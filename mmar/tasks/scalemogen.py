@@ -135,6 +135,7 @@ class ScaleMoGenTask(MoScaleTask):
     ModelConfig = ScaleMoGenModelConfig
     DataConfig = MoScaleGenDataConfig
     stage1_task = "scalemogen_vqvae"
+    edit_groups: ClassVar[int] = 7  # body groups of the latent grid (mmar.edit.edit_grid)
 
     def net_config(self, vq_cfg, vocab_size: int):
         from mmar.models.scale_ar import ScaleARConfig

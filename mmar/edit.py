@@ -643,7 +643,7 @@ def edit_task(run) -> Any:
     """The run's task when it can edit (it has ``edit`` and ``edit_groups``); else
     :class:`ConfigError` naming the task."""
     task = getattr(run, "task", None)
-    if not callable(getattr(task, "edit", None)) or not hasattr(task, "edit_groups"):
+    if not callable(getattr(task, "edit", None)) or not getattr(task, "edit_groups", None):
         name = getattr(getattr(run, "config", None), "task", type(task).__name__)
         raise ConfigError(f"the run's task {name!r} cannot edit motions; editing needs a next-scale text-to-motion "
                           "run (scalemogen, or moscale for temporal and semantic edits)")

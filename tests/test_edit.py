@@ -423,3 +423,21 @@ def test_load_source_npz_errors_and_convert_layout(tmp_path):
         E.load_source(tmp_path / "missing.bvh")
     with pytest.raises(MmarError, match="directory"):
         E.load_source(tmp_path)
+
+
+def test_edit_task_refuses_models_that_cannot_edit():
+    from types import SimpleNamespace
+
+    from mmar.tasks.moscale import MoScaleTask
+    from mmar.tasks.scalemogen import ScaleMoGenTask
+    from mmar.tasks.t2m_gpt import T2MGPTTask
+
+    def fake(cls, name):
+        return SimpleNamespace(task=cls.__new__(cls), config=SimpleNamespace(task=name))
+
+    with pytest.raises(ConfigError, match="'t2m_gpt' cannot edit"):
+        E.edit_task(fake(T2MGPTTask, "t2m_gpt"))
+    assert E.edit_task(fake(MoScaleTask, "moscale")).edit_groups == 1
+    assert E.edit_task(fake(ScaleMoGenTask, "scalemogen")).edit_groups == 7
+    with pytest.raises(ConfigError, match="cannot edit"):
+        E.edit_task(SimpleNamespace(task=object(), config=SimpleNamespace(task="mem_mlp")))

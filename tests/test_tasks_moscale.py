@@ -188,3 +188,26 @@ def test_stage1_must_be_a_tokenizer_run(dataset, run):
     cfg = moscale_config_for(wd)  # a moscale run named as the tokenizer
     with pytest.raises(CheckpointError, match="moscale_vqvae run"):
         make_task(cfg, benchmark=dataset).stage1()
+
+
+def test_temporal_and_semantic_edits(run, dataset):
+    from mmar.edit import edit_grid, edit_task, make_request
+
+    _, _, r = run
+    task = edit_task(r)
+    mo = dataset["val"][0]
+    n = min(len(mo.features), 196) // 4 * 4
+    req = make_request("a person moves 2", n, keep_frames=f"0:{n // 2}", num_groups=1)
+    res = task.edit(r.variables, mo.features[:n], n, req.text, edit_grid(req, n, num_groups=1), num=2,
+                    steps=(1, 2, 2, 2))
+    assert res.edited.features.shape == (2, 196, 263) and np.isfinite(res.edited.features).all()
+    for src, ed, m in zip(res.source_bits, res.edited_bits, res.editable):
+        np.testing.assert_array_equal(ed[:, ~m], np.broadcast_to(src[~m], ed[:, ~m].shape))  # fixed to the source
+    assert res.editable[-1][n // 8 + 1:n // 4].all() and not res.editable[-1][:n // 8].any()
+    assert any((ed[:, m] != src[m]).any() for src, ed, m in zip(res.source_bits, res.edited_bits, res.editable))
+    sem = task.edit(r.variables, mo.features[:n], n, "a person moves 3", np.zeros((49, 1), bool), semantic=True,
+                    gamma=2)
+    for k in range(2):
+        np.testing.assert_array_equal(sem.edited_bits[k][0], sem.source_bits[k])
+    with pytest.raises(ConfigError, match="whole body"):
+        task.edit(r.variables, mo.features[:n], n, "a person moves", np.ones((49, 7), bool))

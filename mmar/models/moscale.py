@@ -45,6 +45,7 @@ import dataclasses
 from typing import Any, Sequence
 
 import flax.linen as nn
+from flax import struct
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -58,7 +59,7 @@ from mmar.models.text import TextEncoderConfig, TransformerTextEncoder
 Array = jax.Array
 
 __all__ = ["MoScaleConfig", "MoScale", "MASK_OFFSET", "PAD_OFFSET", "maskgit_tokens", "sample",
-           "length_bins", "lengths_from_bins", "SamplingConfig"]
+           "length_bins", "lengths_from_bins", "SamplingConfig", "EditInputs"]
 
 MASK_OFFSET = 0  # [MASK] = codebook_size + 0
 PAD_OFFSET = 1  # [PAD] = codebook_size + 1
@@ -118,6 +119,21 @@ class SamplingConfig:
     top_k: int = 0
     temperature: float = 1.0
     use_cache: bool = True
+
+
+@struct.dataclass
+class EditInputs:
+    """Zero-shot editing inputs of :func:`sample`: the source's ``codes`` per scale ``[(B,
+    L_k)]`` and ``editable [(B, L_k)]`` bool. Region edits: the tokens outside the editable
+    ones are fixed to the source's (never masked, never changed) while mask-and-repredict fills
+    the rest under the new caption. ``semantic=True``: scales ``< gamma`` are the source's,
+    later scales are regenerated (the categorical analogue of ScaleMoGen's rule; the per-bit
+    probability test has no counterpart in mask-and-repredict)."""
+
+    codes: Sequence[Array]
+    editable: Sequence[Array]
+    gamma: int = struct.field(pytree_node=False, default=2)
+    semantic: bool = struct.field(pytree_node=False, default=False)
 
 
 def length_bins(lengths: Array, unit: int, classes: int) -> Array:
@@ -245,13 +261,14 @@ def _twice(x):
 
 
 def sample(net: MoScale, params, vq, vq_vars, ids: Array, text_mask: Array, lengths: Array, key: Array,
-           sc: SamplingConfig, noise: Sequence[Array] | None = None) -> dict:
+           sc: SamplingConfig, noise: Sequence[Array] | None = None, edit: EditInputs | None = None) -> dict:
     """Generate token pyramids and features for captions ``ids, text_mask (B, L)`` and motion
     ``lengths (B,)`` frames (multiples of ``unit``; valid latent steps ``lengths // unit``).
 
     ``net``: the :class:`MoScale` module, ``params`` its params; ``vq`` the
     :class:`~mmar.models.vqvae.TemporalVQVAE`, ``vq_vars`` its variables. ``noise``: optional
-    per-scale Gumbel noise ``(steps[k], B, L_k, V)``. Traceable (wrap in ``jax.jit`` with the
+    per-scale Gumbel noise ``(steps[k], B, L_k, V)``; ``edit``: zero-shot editing
+    (:class:`EditInputs`). Traceable (wrap in ``jax.jit`` with the
     modules and ``sc`` static). Returns ``{"codes": [(B, L_k)] (-1 at padding), "features":
     (B, frames, F)`` normalised, zero beyond the length, ``"mask": (B, frames)}``."""
     from mmar.models.quantizers.resample import resample
@@ -301,8 +318,15 @@ def sample(net: MoScale, params, vq, vq_vars, ids: Array, text_mask: Array, leng
             return logits_of(inputs(t))
 
         init = jnp.where(valid, c.mask_id, c.pad_id).astype(jnp.int32)
+        fixed = None
+        if edit is not None:
+            if edit.semantic:
+                fixed = valid & (k < edit.gamma)
+            else:
+                fixed = valid & ~jnp.asarray(edit.editable[k], bool)
+            init = jnp.where(fixed, jnp.asarray(edit.codes[k], jnp.int32), init)
         toks, _, _ = mask_and_repredict(
-            predict, init, int(sc.steps[k]), noise=None if noise is None else noise[k],
+            predict, init, int(sc.steps[k]), noise=None if noise is None else noise[k], fixed=fixed,
             key=None if noise is not None else jax.random.fold_in(key, k), valid=valid,
             temperature=sc.temperature, top_k=sc.top_k, top_p=sc.top_p)
         toks = jnp.where(valid, toks, c.pad_id)

@@ -213,6 +213,7 @@ class MoScaleTask(TaskBase):
     min_frames: ClassVar[int] = 40
     max_frames: ClassVar[int] = 196
     stage1_task: ClassVar[str] = "moscale_vqvae"  # the task of model.tokenizer_workdir
+    edit_groups: ClassVar[int | None] = 1  # the latent grid has one group: temporal and semantic edits only
 
     def __init__(self, cfg, benchmark=None, dataset=None):
         super().__init__(cfg)
@@ -487,9 +488,90 @@ class MoScaleTask(TaskBase):
         return GeneratedMotions(x.astype(np.float32), lengths, texts, self.fps, self.spec.kind, seconds)
 
 
+    # ------------------------------------------------------------------ editing
+    def edit(self, variables, features: np.ndarray, length: int, text: str, editable_grid: np.ndarray, *,
+             semantic: bool = False, source_text: str | None = None, num: int = 1, seed: int = 0,
+             guidance: float | None = None, temperature: float | None = None, gamma: int | None = None,
+             tau: float | None = None, steps=None):
+        """Zero-shot editing of one source motion (temporal or semantic; MoScale's tokens cover
+        the whole body). ``features (T, F)`` un-normalised, ``length`` frames,
+        ``editable_grid (latent_length, 1)`` (:func:`mmar.edit.edit_grid` with one group): a
+        token is regenerated only when every latent step it reads is editable; the others are
+        fixed to the source's codes during mask-and-repredict. ``semantic``: scales ``< gamma``
+        (default 2) are the source's, the rest follow the new text. ``tau`` and ``source_text``
+        belong to ScaleMoGen's per-bit rule and are not used. Returns an
+        :class:`mmar.tasks.scalemogen.EditResult` (codes in place of bits)."""
+        from mmar.edit import temporal_token_masks
+        from mmar.models.moscale import EditInputs
+        from mmar.tasks.scalemogen import EditResult
+
+        net_cfg, vq_cfg, tok, mean, std = self._frozen(variables)
+        q = vq_cfg.quantizer
+        T = vq_cfg.num_frames
+        feats = np.asarray(features, np.float32)
+        if feats.ndim != 2 or feats.shape[1] != mean.shape[0]:
+            raise ShapeError(f"the source must be (frames, {mean.shape[0]}) features of this model's skeleton, got "
+                             f"{feats.shape}")
+        length = int(check_lengths([length], 1, net_cfg.unit, self.min_frames, self.max_frames)[0])
+        if feats.shape[0] < length:
+            raise ShapeError(f"the source has {feats.shape[0]} frames, fewer than its length {length}")
+        grid = np.asarray(editable_grid, bool).reshape(q.latent_length, -1)
+        if grid.shape[1] != 1:
+            raise ConfigError("MoScale's tokens cover the whole body: body-part edits need a skeletal tokenizer "
+                              "(a scalemogen run)")
+        editable = [np.asarray(m, bool) for m in temporal_token_masks(
+            q.lengths, q.latent_length, q.down, grid[:, 0], -(-length // net_cfg.unit))]
+        if not semantic and not any(m.any() for m in editable):
+            raise ConfigError("the edit region covers no whole token of any scale: widen the frames to regenerate")
+        num = int(num)
+        if num < 1:
+            raise ConfigError(f"num must be >= 1, got {num}")
+        x = np.zeros((1, T, feats.shape[1]), np.float32)
+        x[0, :length] = (feats[:length] - mean) / std
+        fmask = np.arange(T)[None] < length
+        sc = self.sampling(steps=steps, guidance=guidance, temperature=temperature)
+        ids, tmask = tok.encode([text])
+        t0 = time.perf_counter()
+        src = _encode_source(variables[TOKENIZER], jnp.asarray(x), jnp.asarray(fmask), vq_cfg=vq_cfg)
+        rep = lambda a: jnp.repeat(jnp.asarray(a), num, axis=0)  # noqa: E731
+        ed = EditInputs(codes=[rep(c) for c in src["codes"]], editable=[rep(m[None]) for m in editable],
+                        gamma=int(2 if gamma is None else gamma), semantic=bool(semantic))
+        out = _edit(variables["params"], variables[TOKENIZER], rep(ids), rep(tmask), jnp.full((num,), length),
+                    jax.random.PRNGKey(int(seed)), ed, net_cfg=net_cfg, vq_cfg=vq_cfg, sc=sc)
+        out = jax.device_get(out)
+        seconds = time.perf_counter() - t0
+        valid = np.arange(T)[None, :, None] < length
+        edited = (np.asarray(out["features"]) * std + mean) * valid
+        recon = (np.asarray(src["features"]) * std + mean) * valid
+        gen = GeneratedMotions(edited.astype(np.float32), np.full((num,), length, np.int32), [text] * num, self.fps,
+                               self.spec.kind, seconds)
+        return EditResult(edited=gen, recon=recon[0].astype(np.float32),
+                          source_bits=[np.asarray(c)[0] for c in src["codes"]],
+                          edited_bits=[np.asarray(c) for c in out["codes"]], editable=editable, seconds=seconds)
+
+
 # --------------------------------------------------------------------------
 # jitted pieces (static configs; weights as arguments: compiled once per shape)
 # --------------------------------------------------------------------------
+
+@functools.partial(jax.jit, static_argnames=("vq_cfg",))
+def _encode_source(vq_vars, x, fmask, *, vq_cfg):
+    from mmar.models.vqvae import TemporalVQVAE
+
+    def f(m, x_, mk):
+        codes = m.encode_codes(x_, mk)
+        return {"codes": codes, "features": m.decode_codes(codes, mk) * mk[..., None]}
+
+    return TemporalVQVAE(vq_cfg).apply(vq_vars, x, fmask, method=f)
+
+
+@functools.partial(jax.jit, static_argnames=("net_cfg", "vq_cfg", "sc"))
+def _edit(params, vq_vars, ids, mask, lengths, key, edit, *, net_cfg, vq_cfg, sc):
+    from mmar.models.moscale import MoScale, sample
+    from mmar.models.vqvae import TemporalVQVAE
+
+    return sample(MoScale(net_cfg), params, TemporalVQVAE(vq_cfg), vq_vars, ids, mask, lengths, key, sc, edit=edit)
+
 
 @dataclasses.dataclass(frozen=True)
 class _LossSettings:

@@ -131,6 +131,7 @@ class T2MGPTTask(MoScaleTask):
 
     ModelConfig = T2MGPTModelConfig
     DataConfig = MoScaleGenDataConfig
+    edit_groups = None  # no editing: a next-token model has no scale to keep
 
     def net_config(self, vq_cfg, vocab_size: int):
         from mmar.models.scale_ar import ScaleARConfig, ScaleSchedule

@@ -9,7 +9,7 @@ import numpy as np
 
 from mmar.errors import ShapeError
 
-__all__ = ["GeneratedMotions"]
+__all__ = ["GeneratedMotions", "EditResult"]
 
 
 @dataclasses.dataclass
@@ -43,3 +43,19 @@ class GeneratedMotions:
     def motion(self, i: int) -> np.ndarray:
         """The features of motion ``i`` cut to its length ``(lengths[i], D)``."""
         return self.features[i, : int(self.lengths[i])]
+
+
+@dataclasses.dataclass
+class EditResult:
+    """What a task's ``edit`` returns (:meth:`mmar.tasks.scalemogen.ScaleMoGenTask.edit`,
+    :meth:`mmar.tasks.moscale.MoScaleTask.edit`): the edited motions (features un-normalised,
+    ``(n, frames, F)``), the source decoded through the tokenizer (``recon``), the source's and
+    the edits' tokens per scale (bits for ScaleMoGen, codes for MoScale), the editable-token
+    masks, and the sampling time."""
+
+    edited: GeneratedMotions
+    recon: np.ndarray
+    source_bits: list
+    edited_bits: list
+    editable: list
+    seconds: float

@@ -45,7 +45,7 @@ import numpy as np
 import optax
 
 from mmar.errors import CheckpointError, ConfigError, ShapeError
-from mmar.models.generated import GeneratedMotions
+from mmar.models.generated import EditResult, GeneratedMotions
 from mmar.tasks.base import TaskBase, frozen_config
 from mmar.tasks.moscale_vqvae import MoScaleDataConfig, MoScaleVQVAEModelConfig, vqvae_config
 
@@ -500,10 +500,9 @@ class MoScaleTask(TaskBase):
         fixed to the source's codes during mask-and-repredict. ``semantic``: scales ``< gamma``
         (default 2) are the source's, the rest follow the new text. ``tau`` and ``source_text``
         belong to ScaleMoGen's per-bit rule and are not used. Returns an
-        :class:`mmar.tasks.scalemogen.EditResult` (codes in place of bits)."""
+        :class:`mmar.models.generated.EditResult` (codes in place of bits)."""
         from mmar.edit import temporal_token_masks
         from mmar.models.moscale import EditInputs
-        from mmar.tasks.scalemogen import EditResult
 
         net_cfg, vq_cfg, tok, mean, std = self._frozen(variables)
         q = vq_cfg.quantizer

@@ -33,22 +33,20 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import time
-from typing import Any, ClassVar, Sequence
+from typing import ClassVar, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from mmar.errors import CheckpointError, ConfigError, ShapeError
-from mmar.models.generated import GeneratedMotions
+from mmar.models.generated import EditResult, GeneratedMotions
 from mmar.tasks.base import frozen_config
-from mmar.tasks.moscale import (ASSETS, TOKENIZER, MoScaleGenDataConfig, MoScaleTask, TokenizedBatches,
-                                check_lengths, text_assets)
+from mmar.tasks.moscale import ASSETS, TOKENIZER, MoScaleGenDataConfig, MoScaleTask, check_lengths, text_assets
 
-__all__ = ["ScaleMoGenModelConfig", "ScaleMoGenTask", "TASK", "EditResult", "TokenizedBatches"]
+__all__ = ["ScaleMoGenModelConfig", "ScaleMoGenTask", "TASK"]
 
 
 @dataclasses.dataclass
@@ -112,20 +110,6 @@ class ScaleMoGenModelConfig:
             raise ConfigError(f"model.flip_max must lie in [0, 0.5], got {self.flip_max}")
         if float(self.temperature) <= 0:
             raise ConfigError(f"model.temperature must be > 0, got {self.temperature}")
-
-
-@dataclasses.dataclass
-class EditResult:
-    """What :meth:`ScaleMoGenTask.edit` returns (features un-normalised, ``(n, frames, F)``):
-    the edited motions, the source decoded through the tokenizer (``recon``), the source's and
-    the edits' bits per scale, the editable-token masks, and the sampling time."""
-
-    edited: GeneratedMotions
-    recon: np.ndarray
-    source_bits: list
-    edited_bits: list
-    editable: list
-    seconds: float
 
 
 class ScaleMoGenTask(MoScaleTask):

@@ -1,4 +1,4 @@
-"""Sampling time of a text-to-motion run (MoScale or the next-token baseline): seconds per
+"""Sampling time of a text-to-motion run (MoScale, ScaleMoGen or the next-token baseline): seconds per
 motion at batch 1 and batch 32, compilation excluded (one warm-up call per setting), median of
 ``--repeats`` timed calls. Prints one JSON object per setting::
 

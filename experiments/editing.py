@@ -4,7 +4,8 @@ MoScale) run, scored against the source and by the text-motion evaluator.
     .venv/bin/python experiments/editing.py --checkpoint runs/scalemogen_small/best \\
         --evaluator runs/t2m_eval --motions 64 --out runs/edit_scalemogen.json
 
-For ``--motions`` test motions (a fixed random choice; each cut to its first ``min(T, 196)``
+Edits go through :func:`mmar.edit.keep_root_channels` as ``mmar edit`` does by default (the
+source's root velocities where the root is kept). For ``--motions`` test motions (a fixed random choice; each cut to its first ``min(T, 196)``
 frames, a multiple of 4) and a new caption each (the caption of another test motion with
 another content label), one edit per kind:
 
@@ -80,7 +81,7 @@ def main(argv=None) -> int:
 
     from rich.progress import track
 
-    from mmar.edit import edit_grid, edit_task
+    from mmar.edit import edit_grid, edit_task, keep_root_channels
     from mmar.eval.checkpoint import t2m_eval_dataset
     from mmar.eval.editing import data_jerk, summarize_edit
     from mmar.eval.t2m import fid
@@ -126,7 +127,7 @@ def main(argv=None) -> int:
             req = request_for(kind, text, n, groups)
             res = task.edit(run.variables, feats, n, text, edit_grid(req, n, num_groups=groups),
                             semantic=req.kind == "semantic", source_text=mo.captions[0], seed=n_i)
-            ed = res.edited.features[0, :n]
+            ed = keep_root_channels(res.edited.features, feats, req)[0, :n]
             rec_j = np.asarray(recover_from_ric(res.recon[:n], 22), np.float32)
             ed_j = np.asarray(recover_from_ric(ed, 22), np.float32)
             row = summarize_edit(src_joints, ed_j, req, 20.0, rec_j)

@@ -295,7 +295,8 @@ def cmd_edit(args) -> int:
     request = edit_lib.make_request(text, source.length, keep_frames=args.keep_frames, keep_joints=args.keep_joints,
                                     num_groups=int(task.edit_groups))
     result = edit_lib.edit_motion(run, source, request, num=args.num, seed=args.seed, source_text=args.source_text,
-                                  guidance=args.guidance, temperature=args.temperature, gamma=args.gamma, tau=args.tau)
+                                  guidance=args.guidance, temperature=args.temperature, gamma=args.gamma, tau=args.tau,
+                                  root_from_source=not args.free_root)
     out = edit_lib.save_edit(result, source, request, args.out, args.gif, progress=True)
     report = {"out": out["out"], "gif": out["gif"], "names": out["names"], "kind": request.kind,
               "source": str(args.source), "frames": source.length, "source_caption": source.caption,
@@ -432,6 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "region (semantic edits: copy it); default: the run's (3)")
     ed.add_argument("--tau", type=float, default=None, help="semantic edits: resample a bit where the new text "
                     "lowers its probability by more than tau (default: the run's, 0.1)")
+    ed.add_argument("--free-root", action="store_true", help="keep the decoded root velocities (default: where the "
+                    "root is kept, the source's root channels are written back so the kept body stays on its path)")
     ed.add_argument("--out", required=True, help="npz with source, source_recon and edit_<k> (mmar generate layout)")
     ed.add_argument("--gif", default=None, help="animation (.gif or .mp4): the source and the edits side by side")
     ed.add_argument("--json", default=None, help="also write the report (metrics) to this file")

@@ -70,7 +70,7 @@ __all__ = [
     "BODY_GROUP_NAMES", "JOINT_GROUPS", "GROUP_JOINTS", "EDIT_KINDS",
     "parse_keep_frames", "parse_keep_joints", "EditRequest", "make_request", "valid_steps",
     "kept_steps", "edit_grid", "token_edit_masks", "skeletal_token_masks", "temporal_token_masks",
-    "EditSource", "load_source", "edit_task", "edit_motion", "save_edit",
+    "EditSource", "load_source", "edit_task", "edit_motion", "save_edit", "keep_root_channels", "ROOT_CHANNELS",
 ]
 
 NUM_STEPS = 49  # latent steps of 196 frames
@@ -650,14 +650,37 @@ def edit_task(run) -> Any:
     return task
 
 
+ROOT_CHANNELS = slice(0, 4)  # HumanML3D: root yaw velocity, root xz velocity, root height
+
+
+def keep_root_channels(edited: np.ndarray, source_features: np.ndarray, request: EditRequest,
+                       unit: int = UNIT) -> np.ndarray:
+    """``edited (n, T', F)`` with the source's root channels (yaw velocity, xz velocity, height:
+    HumanML3D features 0:4) written back in every kept frame whose root group is kept.
+
+    The root's world path is integrated from these velocities, and the decoder mixes body
+    groups: a kept lower body alone would still drift in the world as the regenerated upper
+    body nudges the decoded root velocities. Velocities, so the path stays continuous where the
+    copy starts or stops. A no-op for semantic edits and for body-part edits that regenerate
+    the root."""
+    out = np.array(edited, np.float32, copy=True)
+    if request.kind == "semantic" or (request.keep_groups is not None and 0 not in request.keep_groups):
+        return out
+    T = int(source_features.shape[0])
+    frames = np.repeat(kept_steps(request, T, unit), unit)[:T] if request.keep_frames is not None else np.ones(T, bool)
+    out[:, :T][:, frames, ROOT_CHANNELS] = np.asarray(source_features, np.float32)[frames, ROOT_CHANNELS]
+    return out
+
+
 def edit_motion(run, source: EditSource, request: EditRequest, *, num: int = 1, seed: int = 0,
                 source_text: str | None = None, guidance: float | None = None, temperature: float | None = None,
-                gamma: int | None = None, tau: float | None = None) -> dict[str, Any]:
+                gamma: int | None = None, tau: float | None = None, root_from_source: bool = True) -> dict[str, Any]:
     """Edit ``source`` as ``request`` asks with the text-to-motion run ``run`` (a
     :class:`mmar.run.Run`): ``num`` edits (seeds ``seed``, ``seed + 1``, ... within one batch).
 
     ``source_text``: the source's caption for the semantic rule (default: the source's own
-    caption when known, else the unconditional model). Returns ``{"edited":
+    caption when known, else the unconditional model). ``root_from_source``: write the source's
+    root channels back where the root is kept (:func:`keep_root_channels`). Returns ``{"edited":
     GeneratedMotions, "recon": (T, 263) the source through the tokenizer, "source_joints",
     "recon_joints", "edited_joints" (list), "metrics" (list of :func:`mmar.eval.editing.summarize_edit`
     per edit), "editable_tokens" (per scale), "seconds"}``."""
@@ -673,6 +696,8 @@ def edit_motion(run, source: EditSource, request: EditRequest, *, num: int = 1, 
     res = task.edit(run.variables, source.features, T, request.text, grid, semantic=request.kind == "semantic",
                     source_text=source_text, num=num, seed=seed, guidance=guidance, temperature=temperature,
                     gamma=gamma, tau=tau)
+    if root_from_source:
+        res.edited.features = keep_root_channels(res.edited.features, source.features, request)
     recon_joints = _joints_of(res.recon[:T])
     edited_joints = [_joints_of(f[:T]) for f in res.edited.features]
     metrics = [summarize_edit(source.joints, e, request, source.fps, recon_joints) for e in edited_joints]

@@ -4,8 +4,8 @@ MoScale) run, scored against the source and by the text-motion evaluator.
     .venv/bin/python experiments/editing.py --checkpoint runs/scalemogen_small/best \\
         --evaluator runs/t2m_eval --motions 64 --out runs/edit_scalemogen.json
 
-Edits go through :func:`mmar.edit.keep_root_channels` as ``mmar edit`` does by default (the
-source's root velocities where the root is kept). For ``--motions`` test motions (a fixed random choice; each cut to its first ``min(T, 196)``
+Edits go through :func:`mmar.edit.keep_root_channels` as ``mmar edit`` does by default (body-part
+edits that keep the root get the source's root velocities back). For ``--motions`` test motions (a fixed random choice; each cut to its first ``min(T, 196)``
 frames, a multiple of 4) and a new caption each (the caption of another test motion with
 another content label), one edit per kind:
 

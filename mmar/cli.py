@@ -433,8 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "region (semantic edits: copy it); default: the run's (3)")
     ed.add_argument("--tau", type=float, default=None, help="semantic edits: resample a bit where the new text "
                     "lowers its probability by more than tau (default: the run's, 0.1)")
-    ed.add_argument("--free-root", action="store_true", help="keep the decoded root velocities (default: where the "
-                    "root is kept, the source's root channels are written back so the kept body stays on its path)")
+    ed.add_argument("--free-root", action="store_true", help="keep the decoded root velocities (default: a body-part "
+                    "edit that keeps the root gets the source's root channels back, so the kept body stays on its path)")
     ed.add_argument("--out", required=True, help="npz with source, source_recon and edit_<k> (mmar generate layout)")
     ed.add_argument("--gif", default=None, help="animation (.gif or .mp4): the source and the edits side by side")
     ed.add_argument("--json", default=None, help="also write the report (metrics) to this file")

@@ -92,12 +92,20 @@ def test_bit_loss_weights_and_values():
         smg.bit_loss(uniform[:, :10], bits, valid, sch)
 
 
-def test_cached_sampling_matches_the_teacher_forced_forward(model):
-    cfg, net, params, vq, vq_vars, ids, tmask = model
+@pytest.fixture(scope="module")
+def sampler(model):
+    """``f(ids, tmask, lengths, key, edit=None)``: the model's sampler, jit-compiled once per
+    editing mode (the weights are closed over)."""
+    cfg, net, params, vq, vq_vars, _, _ = model
     sc = smg.SamplingConfig(guidance=3.0, temperature=1.3)
+    return jax.jit(lambda i, m, n, k, e=None: smg.sample(net, params, vq, vq_vars, i, m, n, k, sc, edit=e)), sc
+
+
+def test_cached_sampling_matches_the_teacher_forced_forward(model, sampler):
+    cfg, net, params, vq, vq_vars, ids, tmask = model
+    run, sc = sampler
     lengths = jnp.asarray([120, 196])
-    out = jax.jit(lambda p, v, i, m, n, k: smg.sample(net, p, vq, v, i, m, n, k, sc))(
-        params, vq_vars, ids, tmask, lengths, jax.random.PRNGKey(3))
+    out = run(ids, tmask, lengths, jax.random.PRNGKey(3))
     bits = out["bits"]
     assert [b.shape[1] for b in bits] == list(Q.token_counts) and out["features"].shape == (2, 196, 263)
     assert int(out["token_masks"][-1][0].sum()) == 30 * 7 and not bits[-1][0, 30 * 7:].any()
@@ -109,22 +117,21 @@ def test_cached_sampling_matches_the_teacher_forced_forward(model):
         valid = np.asarray(out["token_masks"][k])
         np.testing.assert_allclose(np.asarray(p[k])[valid], np.asarray(p_cached)[valid], atol=2e-4)
     # not a constant: the bits depend on the noise, and guidance changes the probabilities
-    out2 = smg.sample(net, params, vq, vq_vars, ids, tmask, lengths, jax.random.PRNGKey(4), sc)
+    out2 = run(ids, tmask, lengths, jax.random.PRNGKey(4))
     assert any(bool((a != b).any()) for a, b in zip(bits, out2["bits"]))
 
 
-def test_editing_rule_keeps_and_regenerates(model):
+def test_editing_rule_keeps_and_regenerates(model, sampler):
     cfg, net, params, vq, vq_vars, ids, tmask = model
-    sc = smg.SamplingConfig()
+    run, sc = sampler
     lengths = jnp.asarray([196, 196])
     key = jax.random.PRNGKey(5)
-    src = smg.sample(net, params, vq, vq_vars, ids[::-1], tmask[::-1], lengths, jax.random.PRNGKey(9), sc)
-    free = smg.sample(net, params, vq, vq_vars, ids, tmask, lengths, key, sc)
+    src = run(ids[::-1], tmask[::-1], lengths, jax.random.PRNGKey(9))
+    free = run(ids, tmask, lengths, key)
     p_src = smg.source_bit_probs(net, params, ids[::-1], tmask[::-1], src["bits"], lengths, sc)
 
     def edit(editable, **kw):
-        e = smg.EditInputs(bits=src["bits"], editable=editable, p_src=p_src, **kw)
-        return smg.sample(net, params, vq, vq_vars, ids, tmask, lengths, key, sc, edit=e)
+        return run(ids, tmask, lengths, key, smg.EditInputs(bits=src["bits"], editable=editable, p_src=p_src, **kw))
 
     none = [jnp.zeros(b.shape[:2], bool) for b in src["bits"]]
     kept = edit(none)

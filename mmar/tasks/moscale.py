@@ -457,6 +457,24 @@ class MoScaleTask(TaskBase):
         """Motions for ``texts`` (one each) of ``lengths`` frames (None: the length head's
         choice); sampling settings default to ``cfg.model``'s. Batches of ``batch_size``
         (the last one padded: one compilation)."""
+        net_cfg = self._frozen(variables)[0]
+        sc = self.sampling(steps=steps, guidance=guidance, top_p=top_p, temperature=temperature, use_cache=use_cache)
+        if len(sc.steps) != len(net_cfg.lengths):
+            raise ConfigError(f"steps: one count per scale ({len(net_cfg.lengths)}) or one int, got {sc.steps}")
+
+        def sample(net_cfg, vq_cfg, ids, mask, lengths, key):
+            return _generate(variables["params"], variables[TOKENIZER], ids, mask, lengths, key, net_cfg=net_cfg,
+                             vq_cfg=vq_cfg, sc=sc)["features"]
+
+        return self.generate_in_batches(variables, texts, lengths, seed, batch_size, sample)
+
+    def generate_in_batches(self, variables, texts: Sequence[str], lengths, seed: int, batch_size: int,
+                            sample) -> GeneratedMotions:
+        """What the generators of this family share: captions tokenized (an empty one is an
+        error), lengths from the length head when None and checked, batches of ``batch_size``
+        (the last one padded: one compilation) drawn by ``sample(net_cfg, vq_cfg, ids, mask,
+        lengths, key) -> normalised features (B, T, F)`` with the key of ``seed`` folded by
+        batch, denormalised and zeroed beyond each length."""
         if isinstance(texts, str):
             texts = [texts]
         texts = list(texts)
@@ -467,9 +485,6 @@ class MoScaleTask(TaskBase):
         if lengths is None:
             lengths = self.predict_lengths(variables, texts, seed)
         lengths = check_lengths(lengths, len(texts), net_cfg.unit, self.min_frames, self.max_frames)
-        sc = self.sampling(steps=steps, guidance=guidance, top_p=top_p, temperature=temperature, use_cache=use_cache)
-        if len(sc.steps) != len(net_cfg.lengths):
-            raise ConfigError(f"steps: one count per scale ({len(net_cfg.lengths)}) or one int, got {sc.steps}")
         B = int(min(batch_size, len(texts)))
         feats = []
         t0 = time.perf_counter()
@@ -479,14 +494,12 @@ class MoScaleTask(TaskBase):
             if k < B:
                 i, m, n = (np.concatenate([a, np.repeat(a[:1], B - k, 0)]) for a in (i, m, n))
             key = jax.random.fold_in(jax.random.PRNGKey(int(seed)), s // B)
-            out = _generate(variables["params"], variables[TOKENIZER], jnp.asarray(i), jnp.asarray(m),
-                            jnp.asarray(n), key, net_cfg=net_cfg, vq_cfg=vq_cfg, sc=sc)
-            feats.append(np.asarray(jax.device_get(out["features"]))[:k])
+            out = sample(net_cfg, vq_cfg, jnp.asarray(i), jnp.asarray(m), jnp.asarray(n), key)
+            feats.append(np.asarray(jax.device_get(out))[:k])
         seconds = time.perf_counter() - t0
         x = np.concatenate(feats) * std + mean
         x = x * (np.arange(x.shape[1])[None, :, None] < lengths[:, None, None])
         return GeneratedMotions(x.astype(np.float32), lengths, texts, self.fps, self.spec.kind, seconds)
-
 
     # ------------------------------------------------------------------ editing
     def edit(self, variables, features: np.ndarray, length: int, text: str, editable_grid: np.ndarray, *,
@@ -506,14 +519,7 @@ class MoScaleTask(TaskBase):
 
         net_cfg, vq_cfg, tok, mean, std = self._frozen(variables)
         q = vq_cfg.quantizer
-        T = vq_cfg.num_frames
-        feats = np.asarray(features, np.float32)
-        if feats.ndim != 2 or feats.shape[1] != mean.shape[0]:
-            raise ShapeError(f"the source must be (frames, {mean.shape[0]}) features of this model's skeleton, got "
-                             f"{feats.shape}")
-        length = int(check_lengths([length], 1, net_cfg.unit, self.min_frames, self.max_frames)[0])
-        if feats.shape[0] < length:
-            raise ShapeError(f"the source has {feats.shape[0]} frames, fewer than its length {length}")
+        x, fmask, length = self.edit_source(features, length, net_cfg, vq_cfg, mean, std)
         grid = np.asarray(editable_grid, bool).reshape(q.latent_length, -1)
         if grid.shape[1] != 1:
             raise ConfigError("MoScale's tokens cover the whole body: body-part edits need a skeletal tokenizer "
@@ -525,9 +531,6 @@ class MoScaleTask(TaskBase):
         num = int(num)
         if num < 1:
             raise ConfigError(f"num must be >= 1, got {num}")
-        x = np.zeros((1, T, feats.shape[1]), np.float32)
-        x[0, :length] = (feats[:length] - mean) / std
-        fmask = np.arange(T)[None] < length
         sc = self.sampling(steps=steps, guidance=guidance, temperature=temperature)
         ids, tmask = tok.encode([text])
         t0 = time.perf_counter()
@@ -537,16 +540,39 @@ class MoScaleTask(TaskBase):
                         gamma=int(2 if gamma is None else gamma), semantic=bool(semantic))
         out = _edit(variables["params"], variables[TOKENIZER], rep(ids), rep(tmask), jnp.full((num,), length),
                     jax.random.PRNGKey(int(seed)), ed, net_cfg=net_cfg, vq_cfg=vq_cfg, sc=sc)
-        out = jax.device_get(out)
-        seconds = time.perf_counter() - t0
+        return self.edit_result(jax.device_get(out), jax.device_get(src), "codes", length, text, mean, std, editable,
+                                time.perf_counter() - t0)
+
+    # ---- shared by the editing tasks
+    def edit_source(self, features, length: int, net_cfg, vq_cfg, mean, std):
+        """``(x (1, T, F) normalised, frame mask (1, T), length)`` of a source motion
+        ``features (frames, F)`` (un-normalised) of ``length`` frames; clear errors for another
+        skeleton's features or a length out of range."""
+        feats = np.asarray(features, np.float32)
+        if feats.ndim != 2 or feats.shape[1] != mean.shape[0]:
+            raise ShapeError(f"the source must be (frames, {mean.shape[0]}) features of this model's skeleton, got "
+                             f"{feats.shape}")
+        length = int(check_lengths([length], 1, net_cfg.unit, self.min_frames, self.max_frames)[0])
+        if feats.shape[0] < length:
+            raise ShapeError(f"the source has {feats.shape[0]} frames, fewer than its length {length}")
+        T = vq_cfg.num_frames
+        x = np.zeros((1, T, feats.shape[1]), np.float32)
+        x[0, :length] = (feats[:length] - mean) / std
+        return x, np.arange(T)[None] < length, length
+
+    def edit_result(self, out, src, key: str, length: int, text: str, mean, std, editable, seconds) -> EditResult:
+        """An :class:`EditResult` from the sampler's output ``out`` and the encoded source
+        ``src`` (``features`` normalised, the tokens per scale under ``key``)."""
+        feats = np.asarray(out["features"])
+        num, T = feats.shape[:2]
         valid = np.arange(T)[None, :, None] < length
-        edited = (np.asarray(out["features"]) * std + mean) * valid
+        edited = (feats * std + mean) * valid
         recon = (np.asarray(src["features"]) * std + mean) * valid
         gen = GeneratedMotions(edited.astype(np.float32), np.full((num,), length, np.int32), [text] * num, self.fps,
                                self.spec.kind, seconds)
         return EditResult(edited=gen, recon=recon[0].astype(np.float32),
-                          source_bits=[np.asarray(c)[0] for c in src["codes"]],
-                          edited_bits=[np.asarray(c) for c in out["codes"]], editable=editable, seconds=seconds)
+                          source_bits=[np.asarray(c)[0] for c in src[key]],
+                          edited_bits=[np.asarray(c) for c in out[key]], editable=editable, seconds=seconds)
 
 
 # --------------------------------------------------------------------------

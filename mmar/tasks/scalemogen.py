@@ -44,7 +44,7 @@ import numpy as np
 from mmar.errors import CheckpointError, ConfigError, ShapeError
 from mmar.models.generated import EditResult, GeneratedMotions
 from mmar.tasks.base import frozen_config
-from mmar.tasks.moscale import ASSETS, TOKENIZER, MoScaleGenDataConfig, MoScaleTask, check_lengths, text_assets
+from mmar.tasks.moscale import ASSETS, TOKENIZER, MoScaleGenDataConfig, MoScaleTask, text_assets
 
 __all__ = ["ScaleMoGenModelConfig", "ScaleMoGenTask", "TASK"]
 
@@ -243,33 +243,13 @@ class ScaleMoGenTask(MoScaleTask):
             raise ConfigError(f"top_p: ScaleMoGen draws each bit from its own two-way distribution; got {top_p!r}")
         if not use_cache:
             raise ConfigError("ScaleMoGen always decodes with the KV cache (one pass per scale)")
-        if isinstance(texts, str):
-            texts = [texts]
-        texts = list(texts)
-        if not texts:
-            raise ConfigError("no text to generate from")
-        net_cfg, vq_cfg, tok, mean, std = self._frozen(variables)
-        ids, tmask = tok.encode(texts)  # raises on an empty text
-        if lengths is None:
-            lengths = self.predict_lengths(variables, texts, seed)
-        lengths = check_lengths(lengths, len(texts), net_cfg.unit, self.min_frames, self.max_frames)
         sc = self.sampling(guidance=guidance, temperature=temperature)
-        B = int(min(batch_size, len(texts)))
-        feats = []
-        t0 = time.perf_counter()
-        for s in range(0, len(texts), B):
-            i, m, n = ids[s:s + B], tmask[s:s + B], lengths[s:s + B]
-            k = len(i)
-            if k < B:
-                i, m, n = (np.concatenate([a, np.repeat(a[:1], B - k, 0)]) for a in (i, m, n))
-            key = jax.random.fold_in(jax.random.PRNGKey(int(seed)), s // B)
-            out = _generate(variables["params"], variables[TOKENIZER], jnp.asarray(i), jnp.asarray(m),
-                            jnp.asarray(n), key, net_cfg=net_cfg, vq_cfg=vq_cfg, sc=sc)
-            feats.append(np.asarray(jax.device_get(out["features"]))[:k])
-        seconds = time.perf_counter() - t0
-        x = np.concatenate(feats) * std + mean
-        x = x * (np.arange(x.shape[1])[None, :, None] < lengths[:, None, None])
-        return GeneratedMotions(x.astype(np.float32), lengths, texts, self.fps, self.spec.kind, seconds)
+
+        def sample(net_cfg, vq_cfg, ids, mask, lengths, key):
+            return _generate(variables["params"], variables[TOKENIZER], ids, mask, lengths, key, net_cfg=net_cfg,
+                             vq_cfg=vq_cfg, sc=sc)["features"]
+
+        return self.generate_in_batches(variables, texts, lengths, seed, batch_size, sample)
 
     # ------------------------------------------------------------------ editing
     def edit(self, variables, features: np.ndarray, length: int, text: str, editable_grid: np.ndarray, *,
@@ -291,14 +271,7 @@ class ScaleMoGenTask(MoScaleTask):
 
         net_cfg, vq_cfg, tok, mean, std = self._frozen(variables)
         q = vq_cfg.quantizer
-        T = vq_cfg.num_frames
-        feats = np.asarray(features, np.float32)
-        if feats.ndim != 2 or feats.shape[1] != mean.shape[0]:
-            raise ShapeError(f"the source must be (frames, {mean.shape[0]}) features of this model's skeleton, got "
-                             f"{feats.shape}")
-        length = int(check_lengths([length], 1, net_cfg.unit, self.min_frames, self.max_frames)[0])
-        if feats.shape[0] < length:
-            raise ShapeError(f"the source has {feats.shape[0]} frames, fewer than its length {length}")
+        x, fmask, length = self.edit_source(features, length, net_cfg, vq_cfg, mean, std)
         grid = np.asarray(editable_grid, bool)
         if grid.shape != (q.num_steps, q.num_groups):
             raise ShapeError(f"editable_grid must be ({q.num_steps}, {q.num_groups}), got {grid.shape}")
@@ -309,9 +282,6 @@ class ScaleMoGenTask(MoScaleTask):
         num = int(num)
         if num < 1:
             raise ConfigError(f"num must be >= 1, got {num}")
-        x = np.zeros((1, T, feats.shape[1]), np.float32)
-        x[0, :length] = (feats[:length] - mean) / std
-        fmask = np.arange(T)[None] < length
         sc = self.sampling(guidance=guidance, temperature=temperature)
         ids, tmask = tok.encode([text])
         src_text = source_text if source_text else text
@@ -327,16 +297,8 @@ class ScaleMoGenTask(MoScaleTask):
                         tau=float(self.m.edit_tau if tau is None else tau), soft=bool(semantic))
         out = _edit(variables["params"], variables[TOKENIZER], rep(ids), rep(tmask), jnp.full((num,), length),
                     jax.random.PRNGKey(int(seed)), ed, net_cfg=net_cfg, vq_cfg=vq_cfg, sc=sc)
-        out = jax.device_get(out)
-        seconds = time.perf_counter() - t0
-        valid = np.arange(T)[None, :, None] < length
-        edited = (np.asarray(out["features"]) * std + mean) * valid
-        recon = (np.asarray(src["features"]) * std + mean) * valid
-        gen = GeneratedMotions(edited.astype(np.float32), np.full((num,), length, np.int32), [text] * num, self.fps,
-                               self.spec.kind, seconds)
-        return EditResult(edited=gen, recon=recon[0].astype(np.float32),
-                          source_bits=[np.asarray(b)[0] for b in src["bits"]],
-                          edited_bits=[np.asarray(b) for b in out["bits"]], editable=editable, seconds=seconds)
+        return self.edit_result(jax.device_get(out), jax.device_get(src), "bits", length, text, mean, std, editable,
+                                time.perf_counter() - t0)
 
 
 # --------------------------------------------------------------------------

@@ -76,12 +76,14 @@ def main(argv=None) -> int:
     ap.add_argument("--motions", type=int, default=64)
     ap.add_argument("--kinds", default=",".join(KINDS))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-composite", dest="composite", action="store_false",
+                    help="temporal edits: keep the decoded kept frames as sampled (no compositing)")
     ap.add_argument("--out", required=True, help="JSON of the table")
     args = ap.parse_args(argv)
 
     from rich.progress import track
 
-    from mmar.edit import edit_grid, edit_task, keep_root_channels
+    from mmar.edit import composite_kept_frames, edit_grid, edit_task, keep_root_channels
     from mmar.eval.checkpoint import t2m_eval_dataset
     from mmar.eval.editing import data_jerk, summarize_edit
     from mmar.eval.t2m import fid
@@ -127,7 +129,10 @@ def main(argv=None) -> int:
             req = request_for(kind, text, n, groups)
             res = task.edit(run.variables, feats, n, text, edit_grid(req, n, num_groups=groups),
                             semantic=req.kind == "semantic", source_text=mo.captions[0], seed=n_i)
-            ed = keep_root_channels(res.edited.features, feats, req)[0, :n]
+            ed = keep_root_channels(res.edited.features, feats, req)
+            if args.composite:
+                ed = composite_kept_frames(ed, res.recon, req)
+            ed = ed[0, :n]
             rec_j = np.asarray(recover_from_ric(res.recon[:n], 22), np.float32)
             ed_j = np.asarray(recover_from_ric(ed, 22), np.float32)
             row = summarize_edit(src_joints, ed_j, req, 20.0, rec_j)

@@ -71,6 +71,7 @@ __all__ = [
     "parse_keep_frames", "parse_keep_joints", "EditRequest", "make_request", "valid_steps",
     "kept_steps", "edit_grid", "token_edit_masks", "skeletal_token_masks", "temporal_token_masks",
     "EditSource", "load_source", "edit_task", "edit_motion", "save_edit", "keep_root_channels", "ROOT_CHANNELS",
+    "composite_kept_frames",
 ]
 
 NUM_STEPS = 49  # latent steps of 196 frames
@@ -671,15 +672,44 @@ def keep_root_channels(edited: np.ndarray, source_features: np.ndarray, request:
     return out
 
 
+def composite_kept_frames(edited: np.ndarray, recon: np.ndarray, request: EditRequest, fade: int = 4,
+                          unit: int = UNIT) -> np.ndarray:
+    """Temporal edits: ``edited (n, T', F)`` with the kept frames taken from ``recon (T', F)``
+    (the source decoded through the tokenizer) and a linear cross-fade over ``fade`` frames on
+    the edited side of each seam. Tokens that straddle a seam are already the source's, but
+    the decoder's receptive field and the linear up-sampling of regenerated neighbours reach a
+    few frames into the kept side; compositing holds kept frames to the tokenizer's own error.
+    Features are blended (root channels are velocities, so the world path stays continuous). A
+    no-op for body-part and semantic edits."""
+    out = np.array(edited, np.float32, copy=True)
+    if request.keep_frames is None or request.keep_groups is not None:
+        return out
+    T = int(request.keep_frames.shape[0])
+    kept = np.repeat(kept_steps(request, T, unit), unit)[:T].astype(np.float32)
+    w = kept.copy()
+    if fade > 0:  # weight of the source decoding: 1 in kept frames, ramping down over `fade` frames outside
+        d = np.full(T, np.inf)
+        idx = np.flatnonzero(kept > 0)
+        if idx.size:
+            d = np.min(np.abs(np.arange(T)[:, None] - idx[None, :]), axis=1).astype(np.float64)
+        w = np.clip(1.0 - d / (fade + 1), 0.0, 1.0).astype(np.float32)
+    r = np.asarray(recon, np.float32)[:T]
+    out[:, :T] = w[None, :, None] * r[None] + (1.0 - w[None, :, None]) * out[:, :T]
+    return out
+
+
 def edit_motion(run, source: EditSource, request: EditRequest, *, num: int = 1, seed: int = 0,
                 source_text: str | None = None, guidance: float | None = None, temperature: float | None = None,
-                gamma: int | None = None, tau: float | None = None, root_from_source: bool = True) -> dict[str, Any]:
+                gamma: int | None = None, tau: float | None = None, root_from_source: bool = True,
+                composite: bool = True) -> dict[str, Any]:
     """Edit ``source`` as ``request`` asks with the text-to-motion run ``run`` (a
     :class:`mmar.run.Run`): ``num`` edits (seeds ``seed``, ``seed + 1``, ... within one batch).
 
     ``source_text``: the source's caption for the semantic rule (default: the source's own
     caption when known, else the unconditional model). ``root_from_source``: body-part edits
-    that keep the root get the source's root channels back (:func:`keep_root_channels`). Returns ``{"edited":
+    that keep the root get the source's root channels back (:func:`keep_root_channels`);
+    ``composite``: temporal edits take their kept frames from the source's decoding, cross-faded
+    at the seams (:func:`composite_kept_frames`). Returns ``{"edited":
     GeneratedMotions, "recon": (T, 263) the source through the tokenizer, "source_joints",
     "recon_joints", "edited_joints" (list), "metrics" (list of :func:`mmar.eval.editing.summarize_edit`
     per edit), "editable_tokens" (per scale), "seconds"}``."""
@@ -697,6 +727,8 @@ def edit_motion(run, source: EditSource, request: EditRequest, *, num: int = 1, 
                     gamma=gamma, tau=tau)
     if root_from_source:
         res.edited.features = keep_root_channels(res.edited.features, source.features, request)
+    if composite:
+        res.edited.features = composite_kept_frames(res.edited.features, res.recon, request)
     recon_joints = _joints_of(res.recon[:T])
     edited_joints = [_joints_of(f[:T]) for f in res.edited.features]
     metrics = [summarize_edit(source.joints, e, request, source.fps, recon_joints) for e in edited_joints]

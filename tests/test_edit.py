@@ -456,3 +456,19 @@ def test_keep_root_channels_writes_back_the_source_root_for_body_part_edits():
                 E.make_request("a person waves", 80, keep_frames="0:40"),
                 E.make_request("a person waves", 80, keep_frames="0:40", keep_joints="lower")):
         np.testing.assert_array_equal(E.keep_root_channels(ed, src, req), ed)
+
+
+def test_composite_kept_frames_takes_the_source_decoding_in_kept_frames():
+    ed = np.zeros((2, 48, 263), np.float32)
+    rec = np.ones((48, 263), np.float32)
+    req = E.make_request("a person waves", 40, keep_frames="0:16")
+    out = E.composite_kept_frames(ed, rec, req, fade=4)
+    np.testing.assert_array_equal(out[:, :16], 1.0)  # kept frames: the source's decoding
+    np.testing.assert_allclose(out[0, 16:21, 0], [0.8, 0.6, 0.4, 0.2, 0.0], atol=1e-6)  # cross-fade
+    np.testing.assert_array_equal(out[:, 21:], 0.0)
+    inb = E.make_request("a person waves", 40, keep_frames="0:8,32:40")
+    out = E.composite_kept_frames(ed, rec, inb, fade=0)
+    assert out[0, :8, 0].tolist() == [1.0] * 8 and out[0, 8:32, 0].tolist() == [0.0] * 24
+    assert out[0, 32:40, 0].tolist() == [1.0] * 8
+    for req in (E.make_request("a person waves", 40, keep_joints="lower"), E.make_request("a person waves", 40)):
+        np.testing.assert_array_equal(E.composite_kept_frames(ed, rec, req), ed)

@@ -14,8 +14,9 @@ another content label), one edit per kind:
 * ``keep_lower`` / ``keep_upper``: keep the lower (root + legs) / upper body (ScaleMoGen only);
 * ``semantic``: nothing hard-kept, the paper's source-bit rule.
 
-Per kind: the error of the kept (frame, joint) cells against the source (cm, global and
-root-relative) beside the tokenizer's own reconstruction error on the same cells; mean jerks
+Per kind: the error of the kept (frame, joint) cells against the source (cm; global,
+root-relative, and local = the HumanML3D joint positions relative to the root with the heading
+removed, i.e. the pose whatever way the body faces) beside the tokenizer's own reconstruction error on the same cells; mean jerks
 (m/s^3, means over the motions): of the source (``data``), of the source decoded through the
 tokenizer (``recon``: decoded motion carries frame-level noise that the third difference
 amplifies, so the decoder's own jerk is the fair reference), of the edit, and within 3 frames of
@@ -76,6 +77,7 @@ def main(argv=None) -> int:
     ap.add_argument("--motions", type=int, default=64)
     ap.add_argument("--kinds", default=",".join(KINDS))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fade", type=int, default=8, help="cross-fade frames of the compositing")
     ap.add_argument("--no-composite", dest="composite", action="store_false",
                     help="temporal edits: keep the decoded kept frames as sampled (no compositing)")
     ap.add_argument("--out", required=True, help="JSON of the table")
@@ -85,7 +87,7 @@ def main(argv=None) -> int:
 
     from mmar.edit import composite_kept_frames, edit_grid, edit_task, keep_root_channels
     from mmar.eval.checkpoint import t2m_eval_dataset
-    from mmar.eval.editing import data_jerk, summarize_edit
+    from mmar.eval.editing import data_jerk, kept_cells_mask, summarize_edit
     from mmar.eval.t2m import fid
     from mmar.eval.t2m_protocol import centre_embeddings
     from mmar.run import load
@@ -131,11 +133,17 @@ def main(argv=None) -> int:
                             semantic=req.kind == "semantic", source_text=mo.captions[0], seed=n_i)
             ed = keep_root_channels(res.edited.features, feats, req)
             if args.composite:
-                ed = composite_kept_frames(ed, res.recon, req)
+                ed = composite_kept_frames(ed, res.recon, req, fade=args.fade)
             ed = ed[0, :n]
             rec_j = np.asarray(recover_from_ric(res.recon[:n], 22), np.float32)
             ed_j = np.asarray(recover_from_ric(ed, 22), np.float32)
             row = summarize_edit(src_joints, ed_j, req, 20.0, rec_j)
+            cells = kept_cells_mask(req, n, 22)[:, 1:]  # pelvis excluded: its local position is 0
+            if cells.any():  # local (root-relative, heading-free) positions: HumanML3D ric features
+                local = lambda f: f[:, 4:67].reshape(n, 21, 3)  # noqa: E731
+                row["kept_error_local_cm"] = float(np.linalg.norm(local(ed) - local(feats), axis=-1)[cells].mean() * 100)
+                row["recon_kept_error_local_cm"] = float(
+                    np.linalg.norm(local(res.recon[:n]) - local(feats), axis=-1)[cells].mean() * 100)
             row["recon_jerk"] = data_jerk(rec_j, 20.0)
             rows[kind].append(row)
             emb[kind].append(ev.embed_motion(ed[None], np.array([n]), normalized=False)[0])
@@ -160,6 +168,8 @@ def main(argv=None) -> int:
             "kept_error_root_cm": _mean(x["kept_error_root_cm"] for x in r),
             "recon_kept_error_cm": _mean(x["recon_kept_error_cm"] for x in r),
             "recon_kept_error_root_cm": _mean(x["recon_kept_error_root_cm"] for x in r),
+            "kept_error_local_cm": _mean(x.get("kept_error_local_cm") for x in r),
+            "recon_kept_error_local_cm": _mean(x.get("recon_kept_error_local_cm") for x in r),
             # jerk: means over the motions (m/s^3), then ratios of the means (a ratio per motion is
             # dominated by the motions that barely move)
             "data_jerk": _mean(x["data_jerk"] for x in r),

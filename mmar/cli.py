@@ -436,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     ed.add_argument("--free-root", action="store_true", help="keep the decoded root velocities (default: a body-part "
                     "edit that keeps the root gets the source's root channels back, so the kept body stays on its path)")
     ed.add_argument("--no-composite", action="store_true", help="temporal edits: leave the kept frames as sampled "
-                    "(default: taken from the source's decoding, cross-faded over 4 frames at each seam)")
+                    "(default: taken from the source's decoding, cross-faded over 8 frames at each seam)")
     ed.add_argument("--out", required=True, help="npz with source, source_recon and edit_<k> (mmar generate layout)")
     ed.add_argument("--gif", default=None, help="animation (.gif or .mp4): the source and the edits side by side")
     ed.add_argument("--json", default=None, help="also write the report (metrics) to this file")

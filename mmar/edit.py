@@ -672,7 +672,7 @@ def keep_root_channels(edited: np.ndarray, source_features: np.ndarray, request:
     return out
 
 
-def composite_kept_frames(edited: np.ndarray, recon: np.ndarray, request: EditRequest, fade: int = 4,
+def composite_kept_frames(edited: np.ndarray, recon: np.ndarray, request: EditRequest, fade: int = 8,
                           unit: int = UNIT) -> np.ndarray:
     """Temporal edits: ``edited (n, T', F)`` with the kept frames taken from ``recon (T', F)``
     (the source decoded through the tokenizer) and a linear cross-fade over ``fade`` frames on

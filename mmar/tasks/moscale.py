@@ -443,12 +443,19 @@ class MoScaleTask(TaskBase):
         vq_cfg = vq_config_from_assets(a, mean.shape[0])
         return self.net_config(vq_cfg, tok.vocab_size), vq_cfg, tok, mean, std
 
+    @staticmethod
+    def net_class():
+        """The network class of this task's ``net_config`` (the length head lives on it)."""
+        from mmar.models.moscale import MoScale
+
+        return MoScale
+
     def predict_lengths(self, variables, texts: Sequence[str], seed: int = 0) -> np.ndarray:
         """Frame lengths sampled from the length head (MoMask's estimator)."""
         net_cfg, _, tok, _, _ = self._frozen(variables)
         ids, mask = tok.encode(list(texts))
-        bins = _sample_lengths(variables["params"], jnp.asarray(ids), jnp.asarray(mask),
-                               jax.random.PRNGKey(int(seed)), net_cfg=net_cfg)
+        bins = sample_lengths(variables["params"], jnp.asarray(ids), jnp.asarray(mask),
+                              jax.random.PRNGKey(int(seed)), net_cfg=net_cfg, net_cls=self.net_class())
         frames = (np.asarray(bins) + 1) * net_cfg.unit
         return np.clip(frames, self.min_frames, self.max_frames).astype(np.int32)
 
@@ -633,15 +640,16 @@ def _generate(params, vq_vars, ids, mask, lengths, key, *, net_cfg, vq_cfg, sc):
     return sample(MoScale(net_cfg), params, TemporalVQVAE(vq_cfg), vq_vars, ids, mask, lengths, key, sc)
 
 
-@functools.partial(jax.jit, static_argnames=("net_cfg",))
-def _sample_lengths(params, ids, mask, key, *, net_cfg):
-    from mmar.models.moscale import MoScale
+@functools.partial(jax.jit, static_argnames=("net_cfg", "net_cls"))
+def sample_lengths(params, ids, mask, key, *, net_cfg, net_cls):
+    """Length classes sampled from the length head of a ``net_cls(net_cfg)`` network (any model
+    of this family with ``condition`` and ``length_logits``)."""
 
     def f(m, i, k):
         _, pooled = m.condition(i, k)
         return m.length_logits(pooled)
 
-    logits = MoScale(net_cfg).apply({"params": params}, ids, mask, method=f)
+    logits = net_cls(net_cfg).apply({"params": params}, ids, mask, method=f)
     return jax.random.categorical(key, logits, axis=-1)
 
 

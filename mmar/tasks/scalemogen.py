@@ -221,14 +221,11 @@ class ScaleMoGenTask(MoScaleTask):
             raise CheckpointError(f"the variables' params are not those of a {self.cfg.task} model")
         return net_cfg, vq_cfg, tok, mean, std
 
-    def predict_lengths(self, variables, texts: Sequence[str], seed: int = 0) -> np.ndarray:
-        """Frame lengths sampled from the length head (MoMask's estimator)."""
-        net_cfg, _, tok, _, _ = self._frozen(variables)
-        ids, mask = tok.encode(list(texts))
-        bins = _sample_lengths(variables["params"], jnp.asarray(ids), jnp.asarray(mask),
-                               jax.random.PRNGKey(int(seed)), net_cfg=net_cfg)
-        frames = (np.asarray(bins) + 1) * net_cfg.unit
-        return np.clip(frames, self.min_frames, self.max_frames).astype(np.int32)
+    @staticmethod
+    def net_class():
+        from mmar.models.scalemogen import ScaleMoGen
+
+        return ScaleMoGen
 
     def generate(self, variables, texts: Sequence[str], lengths=None, *, seed: int = 0, steps=None, guidance=None,
                  top_p=None, temperature=None, batch_size: int = 32, use_cache: bool = True) -> GeneratedMotions:
@@ -385,18 +382,6 @@ def _source_probs(params, ids, mask, bits, lengths, conditional, *, net_cfg, sc)
     from mmar.models.scalemogen import ScaleMoGen, source_bit_probs
 
     return source_bit_probs(ScaleMoGen(net_cfg), params, ids, mask, bits, lengths, sc, conditional)
-
-
-@functools.partial(jax.jit, static_argnames=("net_cfg",))
-def _sample_lengths(params, ids, mask, key, *, net_cfg):
-    from mmar.models.scalemogen import ScaleMoGen
-
-    def f(m, i, k):
-        _, pooled = m.condition(i, k)
-        return m.length_logits(pooled)
-
-    logits = ScaleMoGen(net_cfg).apply({"params": params}, ids, mask, method=f)
-    return jax.random.categorical(key, logits, axis=-1)
 
 
 TASK = ScaleMoGenTask

@@ -229,14 +229,11 @@ class T2MGPTTask(MoScaleTask):
                                   f"(a checkpoint of another task or size?)")
         return out
 
-    def predict_lengths(self, variables, texts: Sequence[str], seed: int = 0) -> np.ndarray:
-        """Frame lengths sampled from the length head (MoMask's estimator)."""
-        net_cfg, _, tok, _, _ = self._frozen(variables)
-        ids, mask = tok.encode(list(texts))
-        bins = _sample_lengths(variables["params"], jnp.asarray(ids), jnp.asarray(mask),
-                               jax.random.PRNGKey(int(seed)), net_cfg=net_cfg)
-        frames = (np.asarray(bins) + 1) * net_cfg.unit
-        return np.clip(frames, self.min_frames, self.max_frames).astype(np.int32)
+    @staticmethod
+    def net_class():
+        from mmar.models.t2m_gpt import T2MGPT
+
+        return T2MGPT
 
     def generate(self, variables, texts: Sequence[str], lengths=None, *, seed: int = 0, steps=None, guidance=None,
                  top_p=None, temperature=None, batch_size: int = 32, use_cache: bool = True,
@@ -319,18 +316,6 @@ def _generate(params, vq_vars, ids, mask, lengths, key, *, net_cfg, vq_cfg, sc):
     from mmar.models.vqvae import TemporalVQVAE
 
     return sample(T2MGPT(net_cfg), params, TemporalVQVAE(vq_cfg), vq_vars, ids, mask, lengths, key, sc)
-
-
-@functools.partial(jax.jit, static_argnames=("net_cfg",))
-def _sample_lengths(params, ids, mask, key, *, net_cfg):
-    from mmar.models.t2m_gpt import T2MGPT
-
-    def f(m, i, k):
-        _, pooled = m.condition(i, k)
-        return m.length_logits(pooled)
-
-    logits = T2MGPT(net_cfg).apply({"params": params}, ids, mask, method=f)
-    return jax.random.categorical(key, logits, axis=-1)
 
 
 # --------------------------------------------------------------------------

@@ -55,7 +55,9 @@ def make_batch(seed: int, index: int, batch_size: int, dim: int) -> dict[str, np
 class ToyTask:
     """MLP regression on ``make_batch``; the loss uses the step RNG (input noise).
 
-    ``nan_at``: from this step on the loss is NaN. ``on_batch_sharding``: called (at trace
+    ``nan_at``: from this step on the loss is NaN. ``norm=False``: no BatchNorm (a loss that is a
+    plain mean over the batch, so micro-batches add up to the whole batch exactly); ``noise``: the
+    scale of the input noise drawn from the step RNG. ``on_batch_sharding``: called (at trace
     time) with the sharding of ``batch['x']`` inside the train step.
     """
 
@@ -63,9 +65,11 @@ class ToyTask:
     def default_config(cls) -> Config:
         return Config(model=ToyModelConfig())
 
-    def __init__(self, cfg: Config, nan_at: int | None = None, on_batch_sharding=None, seekable: bool = False):
+    def __init__(self, cfg: Config, nan_at: int | None = None, on_batch_sharding=None, seekable: bool = False,
+                 norm: bool = True, noise: float = 0.01):
         self.cfg = cfg
-        self.model = MLP(cfg.model.width)
+        self.noise = noise
+        self.model = MLP(cfg.model.width, norm=norm)
         self.nan_at = nan_at
         self.on_batch_sharding = on_batch_sharding
         self.seekable = seekable
@@ -77,7 +81,7 @@ class ToyTask:
     def loss(self, params, extra_vars, batch, rng, step):
         if self.on_batch_sharding is not None:
             jax.debug.inspect_array_sharding(batch["x"], callback=self.on_batch_sharding)
-        x = batch["x"] + 0.01 * jax.random.normal(rng, batch["x"].shape)
+        x = batch["x"] + self.noise * jax.random.normal(rng, batch["x"].shape)
         pred, new_vars = self.model.apply({"params": params, **extra_vars}, x, train=True, mutable=["batch_stats"])
         mse = jnp.mean((pred - batch["y"]) ** 2)
         loss = mse

@@ -129,6 +129,13 @@ _CHILD = textwrap.dedent(
         rs = mngr.restore(target).state
     out["fsdp_restored_spec"] = [str(a) for a in rs.params["hidden"]["kernel"].sharding.spec]
     out["fsdp_restored_diff"] = max_diff(rs, sf)
+
+    # gradient accumulation over 8 devices: 2 micro-batches of 8 rows, one row per device each
+    ca = cfg(grad_accum=2)
+    sa, _ = train(ToyTask(ca, norm=False, noise=0.0), ca, wd / "accum8")
+    c1n = cfg(num_devices=1)
+    s1n, _ = train(ToyTask(c1n, norm=False, noise=0.0), c1n, wd / "plain1")
+    out["accum_diff"] = max_diff(sa.params, s1n.params)
     print("RESULT" + json.dumps(out))
     """
 )
@@ -171,3 +178,8 @@ def test_fsdp_on_8_devices(eight_devices):
     assert r["fsdp_mu_spec"] == ["None", "fsdp"] and r["fsdp_ema_spec"] == ["None", "fsdp"]
     assert r["fsdp_diff"] < 1e-5
     assert r["fsdp_restored_spec"] == ["None", "fsdp"] and r["fsdp_restored_diff"] == 0.0
+
+
+def test_gradient_accumulation_on_8_devices(eight_devices):
+    """Micro-batches split over all 8 devices add up to one device's whole-batch update."""
+    assert eight_devices["accum_diff"] < 1e-5

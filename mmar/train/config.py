@@ -124,6 +124,13 @@ class TrainConfig:
     fsdp: bool = False  # shard large params/optimizer state over the 'fsdp' axis
     fsdp_min_size: int = 2**16  # params with fewer elements stay replicated
     progress: bool = True  # rich progress bar
+    # Precision and memory (mmar.train.precision): 'float32' | 'bfloat16' compute (fp32 master
+    # weights and optimizer state either way); grad_accum micro-batches per optimizer step
+    # (train.batch_size is the whole step's batch; it must divide by grad_accum x devices).
+    compute_dtype: str = "float32"
+    grad_accum: int = 1
+    # jax.profiler trace (workdir/profile) of the steps [start, stop), e.g. (10, 15); () = none.
+    profile_steps: tuple[int, ...] = ()
 
 
 @dataclasses.dataclass
@@ -403,7 +410,7 @@ def save_config(cfg: Any, workdir: str | os.PathLike, overrides: Iterable[str] |
 RESUME_FREE_FIELDS = frozenset({
     "train.steps", "train.progress", "train.log_every", "train.eval_every", "train.ckpt_every",
     "train.keep_checkpoints", "train.async_checkpoint", "train.num_devices", "train.mesh_shape",
-    "train.fsdp", "train.fsdp_min_size",
+    "train.fsdp", "train.fsdp_min_size", "train.profile_steps",
 })
 
 _ABSENT = "<absent>"

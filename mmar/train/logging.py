@@ -4,10 +4,10 @@ Only process 0 writes TensorBoard files and draws the progress bar.
 
 Public API:
 
-- ``MetricWriter(logdir, enabled=True)``: ``scalars(step, metrics, prefix)``, ``flush()``,
+- ``MetricWriter(logdir, enabled=True)``: ``scalars(step, metrics, prefix, record=True)``, ``flush()``,
   ``close()``; also keeps ``history`` (list of ``{'step': s, '<prefix>/<name>': value}``).
 - ``TrainProgress(total, start=0, enabled=True)``: context manager with
-  ``update(step, steps_per_sec=None, loss=None)``.
+  ``update(step, steps_per_sec=None, loss=None, samples_per_sec=None, mfu=None)``.
 - ``announce(message, logger, enabled=True)``: log ``message`` at INFO and, when ``enabled``
   (process 0), print it as one line on stderr (shown whether or not logging is configured).
 """
@@ -36,7 +36,8 @@ class MetricWriter:
             self.logdir.mkdir(parents=True, exist_ok=True)
             self._writer = SummaryWriter(str(self.logdir))
 
-    def scalars(self, step: int, metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    def scalars(self, step: int, metrics: Mapping[str, Any], prefix: str = "", record: bool = True) -> dict[str, float]:
+        """Write the scalars to TensorBoard; ``record``: also append them to ``history``."""
         row: dict[str, Any] = {"step": int(step)}
         for name, value in metrics.items():
             key = f"{prefix}/{name}" if prefix else name
@@ -44,7 +45,8 @@ class MetricWriter:
             row[key] = v
             if self._writer is not None and math.isfinite(v):
                 self._writer.add_scalar(key, v, int(step))
-        self.history.append(row)
+        if record:
+            self.history.append(row)
         return row
 
     def flush(self) -> None:
@@ -83,23 +85,28 @@ class TrainProgress:
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]} steps/s"),
+                TextColumn("{task.fields[rate]} steps/s{task.fields[extra]}"),
                 TextColumn("loss {task.fields[loss]}"),
                 TimeElapsedColumn(),
                 TimeRemainingColumn(),
             )
             self._progress.start()
             self._task = self._progress.add_task(
-                self.description, total=self.total, completed=self.start, rate="-", loss="-"
+                self.description, total=self.total, completed=self.start, rate="-", loss="-", extra=""
             )
         return self
 
-    def update(self, step: int, steps_per_sec: float | None = None, loss: float | None = None) -> None:
+    def update(self, step: int, steps_per_sec: float | None = None, loss: float | None = None,
+               samples_per_sec: float | None = None, mfu: float | None = None) -> None:
         if self._progress is None:
             return
         fields: dict[str, Any] = {}
         if steps_per_sec is not None:
             fields["rate"] = f"{steps_per_sec:.2f}"
+        extra = (f", {samples_per_sec:.1f} samples/s" if samples_per_sec is not None else "") + (
+            f", MFU {100 * mfu:.1f}%" if mfu is not None else "")
+        if extra:
+            fields["extra"] = extra
         if loss is not None:
             fields["loss"] = f"{loss:.4g}"
         self._progress.update(self._task, completed=step, **fields)

@@ -39,10 +39,16 @@ weights when ``optim.ema_decay`` is set, the live weights otherwise.
    ``config_history``: which steps ran under which config. When the step resumed from was an
    evaluation step whose evaluation did not complete (interrupted; ``workdir/evals.jsonl``
    records each completed one), that evaluation (and the best checkpoint) is done first;
-3. runs ONE jit-compiled train step (state donated, explicit in/out shardings, batch split over
-   all devices) ``train.steps`` times in total, with a rich progress bar (steps/s, loss);
-4. every ``log_every`` steps logs the mean train metrics (plus lr, grad_norm, steps_per_sec) to
-   TensorBoard (``workdir/tb``) and the history; every ``eval_every`` steps and at the end runs
+3. compiles ONE train step ahead of time (state donated, explicit in/out shardings, batch split
+   over all devices; ``train.compute_dtype`` and ``train.grad_accum``), writes its cost
+   (:mod:`mmar.train.compute`: FLOPs by XLA and by the jaxpr, parameters, samples) to
+   ``workdir/compute.json`` and runs it ``train.steps`` times in total, with a rich progress bar
+   (steps/s, samples/s, MFU, loss); ``train.profile_steps=(a, b)`` records a ``jax.profiler``
+   trace of steps a..b-1 in ``workdir/profile``;
+4. every ``log_every`` steps logs the mean train metrics (plus lr, grad_norm and the throughput
+   of :func:`mmar.train.compute.throughput`: steps_per_sec, step_time, samples_per_sec,
+   tokens_per_sec, flops_per_sec and, where the device's peak is known, mfu) to TensorBoard
+   (``workdir/tb``) and the history; every ``eval_every`` steps and at the end runs
    ``evaluate`` and logs ``eval/*``; keeps the best checkpoint by ``train.best_metric``;
 5. saves a checkpoint every ``ckpt_every`` steps and at the end (async, keep-N);
 6. raises :class:`TrainingDivergedError` naming the step when the loss or the gradient norm
@@ -93,16 +99,20 @@ from mmar.train.config import (
     resume_conflicts,
     save_config,
 )
+from mmar.train.compute import StepCost, step_cost, throughput, tokens_per_sample
 from mmar.train.logging import MetricWriter, TrainProgress, announce
 from mmar.train.optim import ema_update, make_optimizer
+from mmar.train.precision import _like, check_compute_dtype, with_compute_dtype
 
 __all__ = ["Task", "TrainState", "StatefulIterator", "TrainingDivergedError", "DataExhaustedError",
-           "WorkdirBusyError", "train", "evaluated_steps", "EVALS_FILENAME", "LOCK_FILENAME"]
+           "WorkdirBusyError", "train", "compile_step", "CompiledStep", "evaluated_steps", "EVALS_FILENAME", "LOCK_FILENAME",
+           "PROFILE_DIR"]
 
 log = logging.getLogger("mmar.train")
 
 EVALS_FILENAME = "evals.jsonl"  # one line {"step", metrics...} per completed evaluation
 LOCK_FILENAME = ".lock"
+PROFILE_DIR = "profile"  # jax.profiler traces of train.profile_steps
 
 
 class WorkdirBusyError(MmarError):
@@ -198,6 +208,19 @@ def _check_cfg(cfg: Config) -> None:
         raise ConfigError(f"train.keep_checkpoints: must be >= 1, got {t.keep_checkpoints}")
     if t.batch_size % jax.process_count():
         raise ConfigError(f"train.batch_size: {t.batch_size} does not divide over {jax.process_count()} processes")
+    check_compute_dtype(t.compute_dtype)
+    if int(t.grad_accum) < 1:
+        raise ConfigError(f"train.grad_accum: must be >= 1, got {t.grad_accum}")
+    prof = tuple(t.profile_steps or ())
+    if prof and (len(prof) != 2 or not 0 <= int(prof[0]) < int(prof[1])):
+        raise ConfigError(f"train.profile_steps: expected (start, stop) with 0 <= start < stop, got {prof}")
+
+
+def _check_accumulation(cfg: Config, mesh: Mesh) -> None:
+    k, n = int(cfg.train.grad_accum), int(mesh.devices.size)
+    if cfg.train.batch_size % (k * n):
+        raise ConfigError(f"train.batch_size: {cfg.train.batch_size} must divide by train.grad_accum x devices = "
+                          f"{k} x {n} (every micro-batch is split over all devices)")
 
 
 def _check_iterator(it: Any) -> None:
@@ -251,6 +274,8 @@ class TrainContext:
     writer: MetricWriter
     is_main: bool  # process 0: writes TensorBoard files, config.json and draws the progress bar
     history: list[dict] = dataclasses.field(default_factory=list)  # config_history of the run so far
+    cost: StepCost | None = None  # FLOPs and samples of one step (set once the step is compiled)
+    profiling: bool = False  # a jax.profiler trace is being recorded
 
     @property
     def ema_decay(self) -> float | None:
@@ -375,6 +400,7 @@ def make_context(task: Task, cfg: Config, workdir: Path) -> TrainContext:
     is_main = jax.process_index() == 0
     cfg_dict = config_to_dict(cfg)
     mesh = shd.make_mesh(tcfg.num_devices, tcfg.mesh_shape, tcfg.fsdp)
+    _check_accumulation(cfg, mesh)
     tx, schedule = make_optimizer(cfg.optim, tcfg.steps)
     ckpt = CheckpointManager(
         workdir, max_to_keep=tcfg.keep_checkpoints, async_save=tcfg.async_checkpoint, best_mode=tcfg.best_mode
@@ -397,7 +423,10 @@ def _run(ctx: TrainContext) -> tuple[TrainState, list[dict[str, Any]]]:
     if start_step is not None and start_step >= tcfg.steps:
         log.info("checkpoint at step %d >= train.steps=%d: nothing to train", start_step, tcfg.steps)
         return state, ctx.writer.history
-    step_fn = make_train_step(ctx.task, ctx.tx, ctx.schedule, ctx.ema_decay, shardings, ctx.mesh)
+    step_fn = make_train_step(ctx.task, ctx.tx, ctx.schedule, ctx.ema_decay, shardings, ctx.mesh,
+                              compute_dtype=tcfg.compute_dtype, grad_accum=int(tcfg.grad_accum))
+    step_fn, ctx.cost = aot_compile(step_fn, state, gbatch, ctx.cfg, ctx.mesh, ctx.task)
+    record_cost(ctx, int(start_step or 0))
     loop = LoopState(state=state, step=int(start_step or 0), it=it)
     with TrainProgress(int(tcfg.steps), start=loop.step, enabled=ctx.is_main and tcfg.progress) as loop.bar:
         run_loop(ctx, loop, step_fn, gbatch)
@@ -508,17 +537,60 @@ def make_train_step(
     ema_decay: float | None,
     shardings: Any,
     mesh: Mesh,
+    *,
+    compute_dtype: str = "float32",
+    grad_accum: int = 1,
 ) -> Callable[[TrainState, Any], tuple[TrainState, dict[str, jax.Array]]]:
-    """The jitted ``step(state, global_batch) -> (state, metrics)``; ``state`` is donated."""
+    """The jitted ``step(state, global_batch) -> (state, metrics)``; ``state`` is donated.
+
+    ``compute_dtype``: the forward/backward precision (:mod:`mmar.train.precision`; params and
+    optimizer state stay fp32). ``grad_accum`` > 1 splits the global batch into that many
+    micro-batches (each still spread over every device), runs them in a ``lax.scan`` and applies
+    the mean gradient once; extra collections (BatchNorm statistics, codebook EMAs) are threaded
+    through the micro-batches in order, each micro-batch gets its own RNG.
+    """
     update = make_update(task, tx, ema_decay)
+    loss_fn = with_compute_dtype(task.loss, compute_dtype)
+    micro_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, shd.BATCH_AXES))
+
+    def grads_of(params, extra_vars, batch, rng, step):
+        return jax.value_and_grad(lambda p: loss_fn(p, extra_vars, batch, rng, step), has_aux=True)(params)
+
+    def accumulated(state: TrainState, batch: Any, step_rng: jax.Array):
+        k = int(grad_accum)
+
+        def split(x):  # rows j, j + k, j + 2k, ... form micro-batch j: each stays on its device
+            x = jnp.asarray(x)
+            x = x.reshape((x.shape[0] // k, k) + x.shape[1:]).swapaxes(0, 1)
+            return jax.lax.with_sharding_constraint(x, micro_sharding)
+
+        micro = jax.tree_util.tree_map(split, batch)
+
+        def body(carry, xs):
+            gsum, extra = carry
+            mb, i = xs
+            (loss, (metrics, new_extra)), g = grads_of(state.params, extra, mb, jax.random.fold_in(step_rng, i),
+                                                       state.step)
+            if new_extra:
+                extra = _like({**extra, **flax.core.unfreeze(new_extra)}, extra)
+            gsum = jax.tree_util.tree_map(lambda a, b: a + b.astype(a.dtype), gsum, g)
+            metrics = {name: jnp.mean(jnp.asarray(v, jnp.float32)) for name, v in (metrics or {}).items()}
+            return (gsum, extra), (loss, metrics)
+
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, state.params)
+        (gsum, extra), (losses, metrics) = jax.lax.scan(
+            body, (zeros, dict(state.extra_vars)), (micro, jnp.arange(k)))
+        grads = jax.tree_util.tree_map(lambda g: g / k, gsum)
+        metrics = {name: jnp.mean(v) for name, v in metrics.items()}
+        return (jnp.mean(losses), (metrics, extra)), grads
 
     def train_step(state: TrainState, batch: Any) -> tuple[TrainState, dict[str, jax.Array]]:
         rng, step_rng = jax.random.split(state.rng)
-
-        def loss_fn(params):
-            return task.loss(params, state.extra_vars, batch, step_rng, state.step)
-
-        (loss, (metrics, new_extra)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        if grad_accum > 1:
+            (loss, (metrics, new_extra)), grads = accumulated(state, batch, step_rng)
+        else:
+            (loss, (metrics, new_extra)), grads = grads_of(state.params, state.extra_vars, batch, step_rng,
+                                                           state.step)
         grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         new = update(state, grads, new_extra, step_rng).replace(rng=rng)
@@ -534,6 +606,75 @@ def make_train_step(
         out_shardings=(shardings, shd.replicated(mesh)),
         donate_argnums=(0,),
     )
+
+
+def aot_compile(step_fn: Callable, state: TrainState, gbatch: Any, cfg: Config, mesh: Mesh,
+                task: Task) -> tuple[Callable, StepCost]:
+    """Trace, lower and compile the step ahead of time (once) and account for its cost
+    (:mod:`mmar.train.compute`): ``(compiled step, StepCost)``."""
+    traced = step_fn.trace(state, gbatch)
+    compiled = traced.lower().compile()
+    cost = step_cost(traced, compiled, params=state.params, samples=int(cfg.train.batch_size), mesh=mesh,
+                     compute_dtype=cfg.train.compute_dtype, tokens_per_sample=tokens_per_sample(task))
+    return compiled, cost
+
+
+def record_cost(ctx: TrainContext, step: int) -> None:
+    """Write ``compute.json`` and log the step's FLOPs once (process 0)."""
+    c = ctx.cost
+    if not ctx.is_main or c is None:
+        return
+    c.save(ctx.ckpt.workdir)
+    values = {"flops_per_step": c.flops, "params": c.params, "samples_per_step": c.samples}
+    if c.xla_flops is not None:
+        values["xla_flops_per_step"] = c.xla_flops
+    ctx.writer.scalars(step, values, "compute", record=False)
+    peak = f", peak {c.peak_flops / 1e12:.0f} TFLOP/s" if c.peak_flops else ", no known peak (no MFU)"
+    log.info("step cost: %.4g FLOPs (XLA: %s), %d params, %d samples, %d x %s%s", c.flops,
+             f"{c.xla_flops:.4g}" if c.xla_flops is not None else "n/a", c.params, c.samples, c.devices,
+             c.device_kind, peak)
+
+
+@dataclasses.dataclass
+class CompiledStep:
+    """What :func:`compile_step` builds: the compiled step, a fresh state, the first global
+    batch, the iterator (positioned after it), the mesh and the step's cost."""
+
+    step: Callable  # (state, global batch) -> (state, metrics); state donated
+    state: TrainState
+    batch: Any
+    iterator: Any
+    mesh: Mesh
+    cost: StepCost
+
+    def next_batch(self) -> Any:
+        """The iterator's next batch as a global sharded batch."""
+        return shd.shard_batch(next(self.iterator), self.mesh)
+
+
+def compile_step(task: Task, cfg: Config) -> CompiledStep:
+    """The compiled train step of ``cfg`` with a freshly initialised state and the step's
+    :class:`StepCost`, built as :func:`train` builds them (real batches from the task's
+    iterator) but with nothing read from or written to a work directory."""
+    shd.maybe_initialize_distributed()
+    _check_cfg(cfg)
+    tcfg = cfg.train
+    mesh = shd.make_mesh(tcfg.num_devices, tcfg.mesh_shape, tcfg.fsdp)
+    _check_accumulation(cfg, mesh)
+    tx, schedule = make_optimizer(cfg.optim, tcfg.steps)
+    it = task.train_iterator(int(tcfg.seed), None)
+    batch = _next_batch(it, 0)
+    _check_batch(batch, cfg)
+    gbatch = shd.shard_batch(batch, mesh)
+    init_state = make_init(task, tx, cfg.optim.ema_decay)
+    rng0 = jax.random.PRNGKey(int(tcfg.seed))
+    abstract = jax.eval_shape(init_state, rng0, gbatch)
+    shardings = shd.state_shardings(abstract, mesh, fsdp=tcfg.fsdp, min_size=tcfg.fsdp_min_size)
+    state = jax.jit(init_state, out_shardings=shardings)(rng0, gbatch)
+    step_fn = make_train_step(task, tx, schedule, cfg.optim.ema_decay, shardings, mesh,
+                              compute_dtype=tcfg.compute_dtype, grad_accum=int(tcfg.grad_accum))
+    compiled, cost = aot_compile(step_fn, state, gbatch, cfg, mesh, task)
+    return CompiledStep(compiled, state, gbatch, it, mesh, cost)
 
 
 def make_update(task: Task, tx: optax.GradientTransformation, ema_decay: float | None) -> Callable:
@@ -605,15 +746,41 @@ Hook = Callable[[TrainContext, LoopState], None]
 def run_loop(ctx: TrainContext, loop: LoopState, step_fn: Callable, gbatch: Any) -> None:
     """Run ``step_fn`` up to ``train.steps``, calling each of :data:`HOOKS` after each step."""
     total = int(ctx.cfg.train.steps)
-    while loop.step < total:
-        loop.state, metrics = step_fn(loop.state, gbatch)
-        loop.pending.append((loop.step, metrics))
-        loop.step += 1
-        loop.due, loop.logged, loop.eval_results = Due.at(ctx, loop.step), None, None
-        for hook in HOOKS:
-            hook(ctx, loop)
-        if loop.step < total:
-            gbatch = shd.shard_batch(_next_batch(loop.it, loop.step), ctx.mesh)
+    try:
+        while loop.step < total:
+            profile_trace(ctx, loop)
+            loop.state, metrics = step_fn(loop.state, gbatch)
+            loop.pending.append((loop.step, metrics))
+            loop.step += 1
+            loop.due, loop.logged, loop.eval_results = Due.at(ctx, loop.step), None, None
+            for hook in HOOKS:
+                hook(ctx, loop)
+            if loop.step < total:
+                gbatch = shd.shard_batch(_next_batch(loop.it, loop.step), ctx.mesh)
+        profile_trace(ctx, loop)
+    finally:
+        if ctx.profiling:
+            jax.profiler.stop_trace()
+            ctx.profiling = False
+
+
+def profile_trace(ctx: TrainContext, loop: LoopState) -> None:
+    """Before step ``start`` of ``train.profile_steps``: start a ``jax.profiler`` trace in
+    ``workdir/profile`` (open it with TensorBoard's profile plugin or Perfetto); before step
+    ``stop`` (or at the end): wait for the device and stop it."""
+    prof = tuple(ctx.cfg.train.profile_steps or ())
+    if not prof:
+        return
+    start, stop = int(prof[0]), int(prof[1])
+    if not ctx.profiling and start <= loop.step < stop:
+        jax.profiler.start_trace(str(ctx.ckpt.workdir / PROFILE_DIR))
+        ctx.profiling = True
+        announce(f"profiling steps {loop.step}..{stop - 1} into {ctx.ckpt.workdir / PROFILE_DIR}", log,
+                 enabled=ctx.is_main)
+    elif ctx.profiling and (loop.step >= stop or loop.step >= int(ctx.cfg.train.steps)):
+        jax.block_until_ready(loop.state)
+        jax.profiler.stop_trace()
+        ctx.profiling = False
 
 
 def check_divergence(ctx: TrainContext, loop: LoopState) -> None:
@@ -648,7 +815,7 @@ def log_train_metrics(ctx: TrainContext, loop: LoopState) -> None:
     loop.t_last, loop.step_last = now, loop.step
     names = [k for k in loop.pending[0][1] if k != "finite"]
     mean = {k: float(np.mean([_to_float(m[k]) for _, m in loop.pending])) for k in names}
-    mean["steps_per_sec"] = rate
+    mean.update(throughput(ctx.cost, rate))  # steps/s, step time, samples/s, tokens/s, MFU
     ctx.writer.scalars(loop.step, mean, "train")
     loop.logged = mean
     loop.pending.clear()
@@ -660,7 +827,8 @@ def update_progress(ctx: TrainContext, loop: LoopState) -> None:
     if loop.logged is None:
         loop.bar.update(loop.step)
     else:
-        loop.bar.update(loop.step, loop.logged["steps_per_sec"], loop.logged.get("loss"))
+        loop.bar.update(loop.step, loop.logged["steps_per_sec"], loop.logged.get("loss"),
+                        loop.logged.get("samples_per_sec"), loop.logged.get("mfu"))
 
 
 def save_checkpoint(ctx: TrainContext, loop: LoopState) -> None:

@@ -138,6 +138,11 @@ class BenchmarkTask(TaskBase):
         """Frames of one training window."""
         return int(self.m.window)
 
+    @property
+    def tokens_per_sample(self) -> int:
+        """Frames of a training window: the trainer's tokens/s (:mod:`mmar.train.compute`)."""
+        return self.frames_per_window
+
     def train_iterator(self, seed: int, start_state=None):
         from mmar.data.pipeline import ClipArrays, make_train_iterator
 

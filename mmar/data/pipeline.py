@@ -16,9 +16,13 @@ nothing here touches one window at a time:
   turns a vector of window ids into a batch with one ``np.take`` per array.
 * :func:`make_train_iterator` is a grain ``MapDataset`` whose element ``i`` is *batch* ``i``:
   the window ids of a batch come from a per-epoch permutation (seeded, the same on every
-  host) of which each host reads its own even slice (``grain.sharding.ShardByJaxProcess``
-  by default). Batches run on across epoch boundaries. The iterator is grain's, so its state
-  is a small JSON-serialisable dict and ``set_state`` restores the exact position.
+  host). Global batch ``i`` is the next ``batch_size * hosts`` windows of that stream and each
+  host reads its own contiguous part of it (host ``k`` of ``n`` by
+  ``grain.sharding.ShardByJaxProcess`` by default), so the global batches do not depend on
+  the number of hosts: ``n`` processes train on exactly the batches of one process with the
+  same global batch, and a run may resume under another process count. Batches run on across
+  epoch boundaries. The iterator is grain's, so its state is a small JSON-serialisable dict
+  and ``set_state`` restores the exact position.
 
 Windows and the first-frame rule (``docs/design.md``): frame 0 of a clip has no velocity, so
 a window never contains it. A clip of ``T`` frames yields windows starting at frames
@@ -448,11 +452,17 @@ class EpochBatches:
     host reads positions ``[lo, hi)`` of it (an even split with the remainder dropped, so
     that every host runs the same number of steps). Position ``p`` of the host's
     stream is epoch ``p // (hi - lo)``, entry ``lo + p % (hi - lo)``; batches run across
-    epoch boundaries. Subclasses turn :meth:`ids` into a batch in ``__call__``.
+    epoch boundaries. Batch ``b`` is positions ``b * step + offset + [0, batch_size)``
+    (``step`` defaults to ``batch_size``): with ``lo, hi = 0, num_items``, ``step`` the
+    global batch and ``offset`` this host's first row of it, hosts share one global stream
+    (:func:`make_train_iterator`). Subclasses turn :meth:`ids` into a batch in ``__call__``.
     """
 
-    def __init__(self, num_items: int, batch_size: int, seed: int, lo: int, hi: int):
+    def __init__(self, num_items: int, batch_size: int, seed: int, lo: int, hi: int, *,
+                 step: int | None = None, offset: int = 0):
         self.num_items, self.batch_size, self.seed, self.lo, self.per_epoch = num_items, batch_size, seed, lo, hi - lo
+        self.step = batch_size if step is None else int(step)
+        self.offset = int(offset)
         self._perms: dict[int, np.ndarray] = {}
         self._lock = threading.Lock()
 
@@ -478,7 +488,7 @@ class EpochBatches:
 
     def ids(self, b: int) -> np.ndarray:
         """Item indices ``(batch_size,)`` of batch ``b``."""
-        pos = int(b) * self.batch_size + np.arange(self.batch_size, dtype=np.int64)
+        pos = int(b) * self.step + self.offset + np.arange(self.batch_size, dtype=np.int64)
         epoch, k = np.divmod(pos, self.per_epoch)
         e0, e1 = int(epoch[0]), int(epoch[-1])
         if e0 == e1:
@@ -491,10 +501,12 @@ class EpochBatches:
 
 
 class _TrainBatch(EpochBatches):
-    """Batch ``b`` of this host's stream of windows (see :class:`EpochBatches`)."""
+    """This host's part of global batch ``b`` of the stream of windows (see
+    :class:`EpochBatches`; every window of an epoch's permutation, ``batch_size`` rows from
+    position ``b * step + offset``)."""
 
-    def __init__(self, ds: WindowDataset, batch_size: int, seed: int, lo: int, hi: int):
-        super().__init__(len(ds), batch_size, seed, lo, hi)
+    def __init__(self, ds: WindowDataset, batch_size: int, seed: int, step: int, offset: int):
+        super().__init__(len(ds), batch_size, seed, 0, len(ds), step=step, offset=offset)
         self.ds = ds
 
     def __call__(self, b: int) -> dict[str, np.ndarray]:
@@ -504,13 +516,18 @@ class _TrainBatch(EpochBatches):
 class BatchIterator:
     """An iterator of batches whose position is saved and restored with
     :meth:`get_state` / :meth:`set_state` (a JSON-serialisable dict). The state also
-    records the pipeline's settings and ``set_state`` refuses a state of another pipeline."""
+    records the pipeline's settings and ``set_state`` refuses a state of another pipeline.
+
+    ``per_host``: settings that may differ between the saved state and this iterator (the
+    host's shard and its part of the batch, for a stream whose position means the same
+    global batch on any number of hosts; its settings then hold ``global_batch_size``)."""
 
     def __init__(self, dataset: Any, settings: dict[str, Any], num_threads: int,
-                 prefetch: int, worker_count: int):
+                 prefetch: int, worker_count: int, per_host: Sequence[str] = ()):
         import grain
 
         self._settings = settings
+        self._per_host = tuple(per_host)
         ro = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
         ids = dataset.to_iter_dataset(ro)
         if worker_count > 0:
@@ -526,10 +543,20 @@ class BatchIterator:
     def get_state(self) -> dict[str, Any]:
         return {"pipeline": dict(self._settings), "iterator": self._it.get_state()}
 
+    def _comparable(self, settings: Mapping[str, Any]) -> dict[str, Any]:
+        out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()}
+        if self._per_host:
+            shard, batch = out.get("shard"), out.get("batch_size")
+            old_state = "global_batch_size" not in out  # saved before it was recorded
+            if old_state and isinstance(shard, list) and len(shard) == 2 and isinstance(batch, int):
+                out["global_batch_size"] = batch * int(shard[1])
+            for k in self._per_host:
+                out.pop(k, None)
+        return out
+
     def set_state(self, state: Mapping[str, Any]) -> None:
-        saved = dict(state.get("pipeline", {}))
-        mine = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self._settings.items()}
-        saved = {k: (list(v) if isinstance(v, tuple) else v) for k, v in saved.items()}
+        saved = self._comparable(dict(state.get("pipeline", {})))
+        mine = self._comparable(self._settings)
         if saved != mine:
             diff = {k: (saved.get(k), mine.get(k)) for k in set(saved) | set(mine)
                     if saved.get(k) != mine.get(k)}
@@ -566,14 +593,18 @@ def make_train_iterator(source: WindowDataset | ClipArrays | Sequence[Any],
     Args:
       source: a :class:`WindowDataset`, a :class:`ClipArrays` or a list of SMPL-22 clips.
       window: frames per window (default: ``source.window``).
-      batch_size: windows per batch; every batch is full.
+      batch_size: windows per batch of this host (the global batch is ``batch_size`` times
+        the shard count); every batch is full.
       seed: shuffling seed (the same on every host).
       shard: ``"auto"`` (``grain.sharding.ShardByJaxProcess``: ``jax.process_index()`` of
         ``jax.process_count()``), ``None`` (no sharding), ``(index, count)`` or a
-        ``grain.sharding.ShardOptions``. Each epoch's permutation is split evenly, the
-        remainder dropped, so hosts see disjoint windows and run the same number of steps.
-      num_epochs: ``None`` repeats forever; otherwise ``num_epochs * windows_per_host //
-        batch_size`` batches (batches run across epoch boundaries).
+        ``grain.sharding.ShardOptions``. Host ``index`` reads rows ``[index * batch_size,
+        (index + 1) * batch_size)`` of every global batch, so hosts see disjoint windows, run
+        the same number of steps, and together read the batches of one unsharded iterator
+        of the global batch size (the saved state resumes under another shard count with
+        the same global batch).
+      num_epochs: ``None`` repeats forever; otherwise ``num_epochs * windows //
+        global_batch`` batches (batches run across epoch boundaries).
       worker_count: grain worker processes (0: in this process, the normal setting).
       num_threads, prefetch: grain read threads and prefetch buffer (batches) in this process;
         one thread prepares the next batches while the accelerator runs the step.
@@ -588,26 +619,28 @@ def make_train_iterator(source: WindowDataset | ClipArrays | Sequence[Any],
     if batch_size < 1:
         raise ConfigError(f"batch_size must be positive, got {batch_size}")
     opts = _shard_options(shard, drop_remainder=True)
-    per_host = len(ds) // opts.shard_count
-    lo, hi = per_host * opts.shard_index, per_host * (opts.shard_index + 1)
-    if hi - lo < 1:
+    index, count = int(opts.shard_index), int(opts.shard_count)
+    if not 0 <= index < count:
+        raise ConfigError(f"shard index must be in [0, {count}), got {index}")
+    if len(ds) < 1:
         raise ConfigError(
-            f"no training windows of {ds.window} frames for shard {opts.shard_index} of "
-            f"{opts.shard_count} ({len(ds)} windows in {ds.clips.num_clips} clips)"
+            f"no training windows of {ds.window} frames ({ds.clips.num_clips} clips)"
         )
+    global_batch = int(batch_size) * count
     if num_epochs is None:
-        num_batches = sys.maxsize // batch_size
+        num_batches = sys.maxsize // global_batch
     else:
-        num_batches = int(num_epochs) * (hi - lo) // batch_size
-    fn = _TrainBatch(ds, batch_size, seed, lo, hi)
+        num_batches = int(num_epochs) * len(ds) // global_batch
+    fn = _TrainBatch(ds, int(batch_size), seed, global_batch, index * int(batch_size))
     dataset = grain.MapDataset.range(num_batches).map(fn)
     settings = {
         "kind": "train", "window": ds.window, "stride": ds.stride, "short": ds.short,
         "keys": list(ds.keys), "batch_size": int(batch_size), "seed": int(seed),
-        "shard": [int(opts.shard_index), int(opts.shard_count)],
+        "shard": [index, count], "global_batch_size": global_batch,
         "num_windows": len(ds), "num_epochs": num_epochs,
     }
-    return BatchIterator(dataset, settings, num_threads, prefetch, worker_count)
+    return BatchIterator(dataset, settings, num_threads, prefetch, worker_count,
+                         per_host=("shard", "batch_size"))
 
 
 __all__ = [

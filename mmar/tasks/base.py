@@ -96,6 +96,14 @@ class TaskBase:
         self.m = cfg.model
         self.d = cfg.data
 
+    @property
+    def process_batch_size(self) -> int:
+        """Rows of every batch this process feeds: ``train.batch_size`` is the global batch, split
+        evenly over the processes of a multi-host run (:func:`mmar.train.train` checks it divides)."""
+        import jax
+
+        return int(self.cfg.train.batch_size) // jax.process_count()
+
     @classmethod
     def default_config(cls):
         """The typed config a saved run is read into (:func:`mmar.run.load`)."""
@@ -151,7 +159,7 @@ class BenchmarkTask(TaskBase):
             clips = bench.clip_arrays("train", self.d.max_train_clips, keys)
         else:
             clips = ClipArrays.from_arrays(bench.subset("train", self.d.max_train_clips), keys)
-        return make_train_iterator(clips, self.frames_per_window, self.cfg.train.batch_size, seed, keys=keys)
+        return make_train_iterator(clips, self.frames_per_window, self.process_batch_size, seed, keys=keys)
 
     def eval_clips(self) -> dict[str, dict]:
         return self.benchmark.subset(self.d.eval_split, self.d.max_eval_clips)

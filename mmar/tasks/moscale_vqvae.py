@@ -227,7 +227,7 @@ class MoScaleVQVAETask(TaskBase):
     def train_iterator(self, seed: int, start_state=None):
         from mmar.data.t2m import make_t2m_train_iterator
 
-        it = make_t2m_train_iterator(self.dataset, self.cfg.train.batch_size, seed, crop_len=self.num_frames,
+        it = make_t2m_train_iterator(self.dataset, self.process_batch_size, seed, crop_len=self.num_frames,
                                      unit_drop_prob=self.d.unit_drop_prob)
         return _ArraysOnly(it)
 

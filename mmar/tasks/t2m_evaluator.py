@@ -190,7 +190,7 @@ class T2MEvaluatorTask(TaskBase):
         from mmar.data.t2m import make_t2m_train_iterator
 
         ds = self.dataset
-        it = make_t2m_train_iterator(ds, self.cfg.train.batch_size, seed, unit_drop_prob=self.d.unit_drop_prob)
+        it = make_t2m_train_iterator(ds, self.process_batch_size, seed, unit_drop_prob=self.d.unit_drop_prob)
         return _TokenizedBatches(it, self.tokenizer, caption_groups(ds["train"]))
 
     # ------------------------------------------------------------------ model

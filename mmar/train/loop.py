@@ -843,8 +843,17 @@ def run_evaluation(ctx: TrainContext, loop: LoopState) -> None:
         return
     st = loop.state
     params = st.ema_params if ctx.ema_decay is not None else st.params
-    loop.eval_results = {k: _to_float(v) for k, v in ctx.task.evaluate(params, st.extra_vars).items()}
+    if ctx.cfg.train.fsdp:  # evaluation code (its own jits, numpy) sees whole arrays
+        params, extra = _replicated(ctx.mesh, (params, st.extra_vars))
+    else:
+        extra = st.extra_vars
+    loop.eval_results = {k: _to_float(v) for k, v in ctx.task.evaluate(params, extra).items()}
     ctx.writer.scalars(loop.step, loop.eval_results, "eval")
+
+
+def _replicated(mesh: Mesh, tree: Any) -> Any:
+    """``tree`` with every array replicated over ``mesh``."""
+    return jax.jit(lambda t: t, out_shardings=shd.replicated(mesh))(tree)
 
 
 def save_best_checkpoint(ctx: TrainContext, loop: LoopState) -> None:

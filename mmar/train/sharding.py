@@ -11,7 +11,9 @@ Public API:
 
 - ``maybe_initialize_distributed() -> bool``: ``jax.distributed.initialize()`` when launched
   multi-process (``JAX_COORDINATOR_ADDRESS`` plus ``JAX_NUM_PROCESSES``/``JAX_PROCESS_ID``, or
-  ``MMAR_DISTRIBUTED=1`` for cluster auto-detection such as SLURM); otherwise nothing.
+  ``MMAR_DISTRIBUTED=1`` for cluster auto-detection such as SLURM or a TPU pod slice);
+  otherwise nothing. On CPU it selects the gloo cross-process collectives unless another
+  implementation was chosen (``docs/design.md``, "Multi-host training").
 - ``make_mesh(num_devices=None, mesh_shape=None, fsdp=False) -> Mesh``
 - ``batch_sharding(mesh) -> NamedSharding``; ``replicated(mesh) -> NamedSharding``
 - ``fsdp_partition_spec(shape, fsdp_size, min_size) -> PartitionSpec`` (the rule, pure)
@@ -22,6 +24,8 @@ Public API:
 """
 from __future__ import annotations
 
+import importlib.util
+import logging
 import math
 import os
 from typing import Any, Sequence
@@ -32,9 +36,12 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from mmar.errors import ConfigError
 
+log = logging.getLogger("mmar.train")
+
 __all__ = [
     "MESH_AXES",
     "maybe_initialize_distributed",
+    "select_cpu_collectives",
     "make_mesh",
     "batch_sharding",
     "replicated",
@@ -47,30 +54,85 @@ MESH_AXES = ("data", "fsdp")
 BATCH_AXES = ("data", "fsdp")
 
 
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"${name}: expected an integer, got {value!r}") from None
+
+
+def _platform_is_cpu() -> bool:
+    """Whether JAX will run on CPU (decided without starting a backend): the first of
+    ``jax_platforms`` / ``$JAX_PLATFORMS`` when set, else CPU unless an accelerator plugin
+    (``jax_plugins``, e.g. CUDA, or ``libtpu``) is installed."""
+    platforms = jax.config.jax_platforms or os.environ.get("JAX_PLATFORMS") or ""
+    if platforms.strip():
+        return platforms.split(",")[0].strip().lower() == "cpu"
+    for module in ("jax_plugins", "libtpu"):
+        try:
+            if importlib.util.find_spec(module) is not None:
+                return False
+        except (ImportError, ValueError):
+            continue
+    try:
+        from importlib.metadata import entry_points
+
+        if list(entry_points(group="jax_plugins")):
+            return False
+    except Exception:  # noqa: BLE001 - broken metadata: assume no plugin
+        pass
+    return True
+
+
+def select_cpu_collectives() -> str | None:
+    """On CPU, use gloo for cross-process collectives (without it a multi-process CPU run
+    cannot all-reduce) unless the user chose an implementation (``$JAX_CPU_COLLECTIVES_IMPLEMENTATION``
+    or ``jax.config``). Returns the implementation in effect (None: none, or not CPU)."""
+    current = jax.config.jax_cpu_collectives_implementation
+    if not _platform_is_cpu():
+        return current
+    if current is None and not os.environ.get("JAX_CPU_COLLECTIVES_IMPLEMENTATION"):
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        current = "gloo"
+    return current
+
+
 def maybe_initialize_distributed() -> bool:
     """Initialise ``jax.distributed`` when this is one process of a multi-process launch.
 
     Returns True when it initialised (or was already initialised). Call it before any other
     JAX call. Single-process runs (no relevant environment variables) are left untouched.
+
+    Launches (``docs/design.md``, "Multi-host training"): ``JAX_COORDINATOR_ADDRESS``
+    (``host:port`` of process 0) with ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` on every
+    host, or ``MMAR_DISTRIBUTED=1`` to let JAX detect the cluster (SLURM, TPU pod slices).
     """
     if jax.distributed.is_initialized():
         return True
-    coordinator = os.environ.get("JAX_COORDINATOR_ADDRESS")
-    num_processes = os.environ.get("JAX_NUM_PROCESSES")
-    process_id = os.environ.get("JAX_PROCESS_ID")
-    auto = os.environ.get("MMAR_DISTRIBUTED", "").lower() in ("1", "true", "yes")
+    coordinator = os.environ.get("JAX_COORDINATOR_ADDRESS") or None
+    num_processes = _env_int("JAX_NUM_PROCESSES")
+    process_id = _env_int("JAX_PROCESS_ID")
+    auto = os.environ.get("MMAR_DISTRIBUTED", "").strip().lower() in ("1", "true", "yes")
     if coordinator is None and not auto:
         return False
-    if num_processes is not None and int(num_processes) <= 1 and not auto:
+    if num_processes is not None and num_processes <= 1 and not auto:
         return False
+    if process_id is not None and num_processes is not None and not 0 <= process_id < num_processes:
+        raise ConfigError(f"$JAX_PROCESS_ID: {process_id} is not in [0, {num_processes}) ($JAX_NUM_PROCESSES)")
     kwargs: dict[str, Any] = {}
     if coordinator is not None:
         kwargs["coordinator_address"] = coordinator
     if num_processes is not None:
-        kwargs["num_processes"] = int(num_processes)
+        kwargs["num_processes"] = num_processes
     if process_id is not None:
-        kwargs["process_id"] = int(process_id)
+        kwargs["process_id"] = process_id
+    select_cpu_collectives()
     jax.distributed.initialize(**kwargs)
+    log.info("jax.distributed: process %d of %d, %d local / %d global devices", jax.process_index(),
+             jax.process_count(), jax.local_device_count(), jax.device_count())
     return True
 
 

@@ -4,6 +4,9 @@
   mmar metrics --pred P.npz --gt G.npz [--fps N] [--no-align-head]
   mmar render FILE.npz [--clip NAME] [--compare OTHER.npz] --out anim.gif|mp4
   mmar train CONFIG [--set key=value ...] [--workdir DIR] [--allow-config-change]
+  mmar sweep CONFIG --over KEY=V1,V2,... [--over ...] [--set key=value ...] --root DIR
+             [--budget-flops F | --budget-of RUN=STEPS] [--evals K] [--metric NAME] [--mode min|max]
+             [--commands FILE | --collect | --plan]
   mmar eval --checkpoint RUN [--data PATH] [--step N] [--out metrics.json] [--save-pred pred.npz]
   mmar eval --checkpoint T2M_RUN --evaluator EVAL_RUN [--repeats 20] [--seed 0] [--steps 1,2,5,10]
             [--guidance W] [--multimodality K] [--out metrics.json]
@@ -14,7 +17,7 @@
             [--keep-joints lower|upper|left_arm|...] [--num N] [--seed K] --out edited.npz [--gif edited.gif]
 
 The commands parse arguments and print; the work lives in the library (mmar.data.inputs,
-mmar.train, mmar.run, mmar.eval.checkpoint, mmar.export, mmar.generate, mmar.edit). Exit codes and messages:
+mmar.train, mmar.sweep, mmar.run, mmar.eval.checkpoint, mmar.export, mmar.generate, mmar.edit). Exit codes and messages:
 
 * errors in user input are reported in one line naming the file (cut to a few hundred
   characters), exit code 2; output paths (``--out``, ``--save-pred``) are checked before any
@@ -147,6 +150,50 @@ def cmd_train(args) -> int:
     last = {k: v for h in history for k, v in h.items()}
     print(_json({"workdir": workdir, **{k: _jsonable(v) for k, v in last.items()}}))
     return 0
+
+
+def cmd_sweep(args) -> int:
+    """``mmar sweep``: a grid of runs of one config, collected with scaling fits (:mod:`mmar.sweep`)."""
+    from mmar import sweep as sw
+
+    spec = sw.SweepSpec(config=args.config, axes=sw.parse_over(args.over or []), root=args.root,
+                        sets=args.set or [], metric=args.metric, mode=args.mode, budget_flops=args.budget_flops,
+                        budget_of=sw.parse_budget_of(args.budget_of) if args.budget_of else None, evals=args.evals,
+                        n_boot=args.bootstrap, seed=args.seed)
+    if args.commands:
+        _check_out(args.commands)
+    runs = sw.plan_sweep(spec, log=sw.log_progress)
+    plan = [{"name": r.name, "workdir": str(r.workdir), "steps": r.steps,
+             "flops_per_step": (r.cost or {}).get("flops"), "params": (r.cost or {}).get("params"),
+             "derived": {k: list(v) if isinstance(v, tuple) else v for k, v in r.derived.items()}} for r in runs]
+    if args.plan:
+        print(_json({"root": str(spec.root), "runs": plan}))
+        return 0
+    if args.commands:
+        path = sw.write_commands(spec, runs, args.commands)
+        print(_json({"commands": str(path), "runs": len(runs), "root": str(spec.root)}))
+        return 0
+    if args.collect:
+        summary = sw.collect_sweep(spec, runs)
+        sw.write_outputs(spec, summary, plot=not args.no_plot)
+    else:
+        summary = sw.run_sweep(spec, runs, plot=not args.no_plot)
+    fits = summary.get("fits", {})
+    out = {"root": str(spec.root), "table": str(spec.root / sw.SWEEP_MD), "metric": summary["metric"],
+           "runs": {r["name"]: {"status": r["status"], "final": r["final"], "params": r["params"],
+                                "training_flops": r["training_flops"]} for r in summary["runs"]},
+           "alpha_params": _alpha(fits.get("params")), "alpha_compute": _alpha(fits.get("compute"))}
+    print(_json(out))
+    return 0 if all(r["status"] == "done" for r in summary["runs"]) else 1
+
+
+def _alpha(fit) -> dict | None:
+    if not fit:
+        return None
+    if not fit.get("ok"):
+        return {"ok": False, "message": fit.get("message")}
+    iv = (fit.get("intervals") or {}).get("alpha")
+    return {"ok": True, "alpha": fit["alpha"], "interval": [iv[0], iv[2]] if iv else None}
 
 
 def _jsonable(v):
@@ -338,7 +385,36 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True)
     r.set_defaults(fn=cmd_render)
 
-    t = sub.add_parser("train", help="train an experiment config; rerun to resume")
+    t = sub.add_parser(
+        "train", help="train an experiment config; rerun to resume",
+        description="Train an experiment config in --workdir; rerun the same command to resume from its "
+                    "latest checkpoint. The same command trains on one host or many.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="""\
+multi-host training (docs/design.md, "Multi-host training"):
+  Start the same command once per host (one process per host, all devices of the host),
+  with --workdir on a filesystem every host mounts at the same path (NFS, Lustre,
+  Filestore; not a gs:// URL). train.batch_size is the global batch:
+  each process feeds its own slice of it. Process 0 writes config.json and TensorBoard;
+  every process takes part in writing the checkpoints (orbax).
+
+  plain environment variables, one command per host (process 0 at 10.0.0.1):
+    JAX_COORDINATOR_ADDRESS=10.0.0.1:1234 JAX_NUM_PROCESSES=2 JAX_PROCESS_ID=0 \\
+      mmar train configs/motionmar.py --workdir /shared/runs/motionmar
+    JAX_COORDINATOR_ADDRESS=10.0.0.1:1234 JAX_NUM_PROCESSES=2 JAX_PROCESS_ID=1 \\
+      mmar train configs/motionmar.py --workdir /shared/runs/motionmar
+
+  SLURM (one task per node; JAX reads the job's layout):
+    srun --nodes=2 --ntasks-per-node=1 env MMAR_DISTRIBUTED=1 \\
+      mmar train configs/motionmar.py --workdir /shared/runs/motionmar
+
+  TPU pod slice (every worker of the slice, detected by JAX):
+    gcloud compute tpus tpu-vm ssh NAME --zone ZONE --worker=all --command="cd ~/mmar && \\
+      MMAR_DISTRIBUTED=1 mmar train configs/motionmar.py --workdir /mnt/shared/runs/motionmar"
+
+  On CPU hosts the gloo collectives are used unless JAX_CPU_COLLECTIVES_IMPLEMENTATION
+  says otherwise.
+""")
     t.add_argument("config", help="configs/<experiment>.py")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field")
     t.add_argument("--workdir", default=None, help="run directory (default runs/<name>)")
@@ -346,6 +422,35 @@ def build_parser() -> argparse.ArgumentParser:
                    help="resume a run under a config that differs from its own (recorded in config.json's "
                         "config_history); without it a changed config is refused")
     t.set_defaults(fn=cmd_train)
+
+    sw = sub.add_parser("sweep", help="train one config over a grid of overrides (optionally at matched "
+                        "compute) and fit loss against parameters and compute")
+    sw.add_argument("config", help="experiment config (configs/<name>.py or a module name)")
+    sw.add_argument("--over", action="append", metavar="KEY=V1,V2,...", required=True,
+                    help="a grid axis (values split on ',' or on ';' when given); several make the cartesian grid")
+    sw.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field of every run")
+    sw.add_argument("--root", required=True, help="the sweep directory: one work directory per run, sweep.json, "
+                    "sweep.md, sweep.png")
+    b = sw.add_mutually_exclusive_group()
+    b.add_argument("--budget-flops", type=float, default=None, metavar="F",
+                   help="matched compute: training FLOPs per run (steps = F / FLOPs of one step)")
+    b.add_argument("--budget-of", default=None, metavar="RUN=STEPS",
+                   help="matched compute: the FLOPs of STEPS steps of the grid's run RUN (e.g. depth4=1000)")
+    sw.add_argument("--evals", type=_positive_int, default=None, metavar="K",
+                    help="evaluations per run, every ceil(steps / K) steps (default with a budget: 5; without: "
+                         "the config's eval_every)")
+    sw.add_argument("--metric", default=None, help="validation metric to collect and fit (default: the config's "
+                    "train.best_metric)")
+    sw.add_argument("--mode", default="min", choices=("min", "max"), help="whether lower or higher is better")
+    sw.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples of the fits")
+    sw.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    sw.add_argument("--no-plot", action="store_true", help="do not write sweep.png")
+    m = sw.add_mutually_exclusive_group()
+    m.add_argument("--commands", default=None, metavar="FILE",
+                   help="write one 'mmar train ...' line per run to FILE (for a cluster scheduler) and train nothing")
+    m.add_argument("--collect", action="store_true", help="only gather the runs' results (table, fits, plot)")
+    m.add_argument("--plan", action="store_true", help="print each run's steps and cost and train nothing")
+    sw.set_defaults(fn=cmd_sweep)
 
     e = sub.add_parser("eval", help="evaluate a checkpoint; prints sparse metrics (or, for a text-to-motion "
                        "run, T2M metrics) as JSON")

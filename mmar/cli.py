@@ -147,8 +147,11 @@ def cmd_train(args) -> int:
     workdir = args.workdir or os.path.join("runs", cfg.name)
     task = make_task(cfg)
     _, history = train(task, cfg, workdir, allow_config_change=args.allow_config_change)
-    last = {k: v for h in history for k, v in h.items()}
-    print(_json({"workdir": workdir, **{k: _jsonable(v) for k, v in last.items()}}))
+    import jax
+
+    if jax.process_index() == 0:  # one summary per run, not one per host
+        last = {k: v for h in history for k, v in h.items()}
+        print(_json({"workdir": workdir, **{k: _jsonable(v) for k, v in last.items()}}))
     return 0
 
 

@@ -70,7 +70,9 @@ class MoScaleConfig:
     """The predictor: ``transformer`` (``input_dim = width``, ``cross_attention=True``,
     ``null_cond=False``: the conditioner drops the caption), ``text`` (the text encoder),
     ``code_dim`` / ``codebook_size`` of the tokenizer, the text pool's heads, the length head's
-    width and number of classes (``max_frames / unit``)."""
+    width and number of classes (``max_frames / unit``). ``transformer.remat`` selects the
+    per-block rematerialisation of training (:attr:`mmar.models.scale_ar.ScaleARConfig.remat`;
+    the text encoder is not rematerialised)."""
 
     transformer: ScaleARConfig
     text: TextEncoderConfig

@@ -47,8 +47,8 @@ import numpy as np
 from mmar.errors import ConfigError, ShapeError
 from mmar.models.conditioning import Conditioning, SparseScaleControl
 from mmar.models.sampling import MOTIONMAR_SOFT_TEMPERATURE, gumbel_max, soft_codebook_mix
-from mmar.models.scale_ar import ScaleARConfig, ScaleARTransformer, ScaleSchedule, cfg_logits, motionmar_config, \
-    sample_cond_drop
+from mmar.models.scale_ar import REMAT_POLICIES, ScaleARConfig, ScaleARTransformer, ScaleSchedule, cfg_logits, \
+    motionmar_config, sample_cond_drop
 
 Array = jax.Array
 DECODES = ("soft", "greedy", "sample")
@@ -74,9 +74,12 @@ class MotionMARConfig:
     mrn_hidden: int = 256
     mrn_layers: int = 2
     mrn_unroll: bool = False  # unroll the GRUs over the window (export: no while loop in the graph)
+    remat: str = "none"  # per-block rematerialisation of the MAN (ScaleARConfig.remat)
 
     def __post_init__(self):
         object.__setattr__(self, "lengths", tuple(int(x) for x in self.lengths))
+        if self.remat not in REMAT_POLICIES:
+            raise ConfigError(f"MotionMARConfig.remat must be one of {REMAT_POLICIES}, got {self.remat!r}")
         if not self.lengths or any(b < a for a, b in zip(self.lengths, self.lengths[1:])):
             raise ConfigError(f"MotionMARConfig.lengths must be non-decreasing, got {self.lengths}")
         if self.mrn_layers < 1 or self.mrn_hidden < 1:
@@ -93,7 +96,7 @@ class MotionMARConfig:
     def ar_config(self) -> ScaleARConfig:
         return motionmar_config(schedule=self.schedule, width=self.width, depth=self.depth, heads=self.heads,
                                 drop_path=self.drop_path, vocab_size=self.vocab_size,
-                                cond_drop_prob=self.cond_drop_prob)
+                                cond_drop_prob=self.cond_drop_prob, remat=self.remat)
 
 
 class BiGRURefiner(nn.Module):

@@ -27,6 +27,10 @@ sub-layer reads text, and the head. This module covers all of them:
   For a causal schedule (one token per scale: next-token models),
   :meth:`ScaleARTransformer.decode_position` runs one token at a traced position against the
   whole buffer under a mask, so a ``lax.fori_loop`` decodes with one compilation.
+* Rematerialisation: ``ScaleARConfig.remat`` (``'none'``, ``'full'``, ``'dots'``,
+  ``'dots_no_batch'``) wraps every block in ``nn.remat`` with that ``jax.checkpoint`` policy
+  (:func:`block_class`), trading backward-pass compute for activation memory; parameter names,
+  values and gradients are unchanged, so checkpoints load either way.
 * Classifier-free guidance: :func:`sample_cond_drop` (per-sample Bernoulli), the learned null
   condition inside the transformer (``null_cond=True``) and :func:`cfg_logits` with the three
   guidance formulas.
@@ -71,6 +75,8 @@ ATTN_SCALES = ("var", "standard", "cosine")
 POSITIONS = ("learned_abs", "rope_1d_scale_normalized", "rope_2d_scale_normalized", "none")
 HEADS = ("categorical", "bitwise")
 CFG_MODES = ("motionmar", "moscale", "var", "scalemogen")
+#: per-block rematerialisation (gradient checkpointing) policies, see :func:`remat_policy`
+REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 
 
 # --------------------------------------------------------------------------
@@ -246,6 +252,12 @@ class ScaleARConfig:
     additive condition; set it False when the conditioner implements the drop itself (text
     systems replace the caption by learned rows; MotionMAR zeroes its sparse features).
     ``init_std=None`` means ``sqrt(1 / (3 width))`` (VAR's automatic choice).
+    ``remat``: per-block rematerialisation (gradient checkpointing) in the backward pass, see
+    :func:`remat_policy`: ``'none'`` (store every activation), ``'full'`` (store only each
+    block's inputs, recompute the block), ``'dots'`` (store the matmul outputs, attention's
+    included), ``'dots_no_batch'`` (store the matmuls without batch dimensions: the projections
+    and the FFN, not the attention scores). Same parameters, values and gradients; less
+    activation memory for more compute.
     """
 
     schedule: ScaleSchedule
@@ -283,6 +295,7 @@ class ScaleARConfig:
     init_head: float = 0.02
     init_adaln: float = 0.5
     init_adaln_gamma: float = 1e-5
+    remat: str = "none"
 
     def __post_init__(self):
         if not isinstance(self.schedule, ScaleSchedule):
@@ -298,6 +311,8 @@ class ScaleARConfig:
             raise ConfigError(f"positions must be one of {POSITIONS}, got {self.positions!r}")
         if self.head not in HEADS:
             raise ConfigError(f"head must be one of {HEADS}, got {self.head!r}")
+        if self.remat not in REMAT_POLICIES:
+            raise ConfigError(f"ScaleARConfig.remat must be one of {REMAT_POLICIES}, got {self.remat!r}")
         for name in ("dropout", "attn_dropout", "drop_path", "cond_drop_prob"):
             if not 0.0 <= float(getattr(self, name)) < 1.0:
                 raise ConfigError(f"ScaleARConfig.{name} must lie in [0, 1), got {getattr(self, name)}")
@@ -613,7 +628,10 @@ class AdaLNBlock(nn.Module):
     def __call__(self, x: Array, mod: Array, rope, mask, memory, memory_mask, prefix_kv=None,
                  deterministic: bool = True):
         """Returns ``(x, (k, v))`` with this chunk's keys/values ``(B, L, H, D)``. With
-        ``prefix_kv`` the queries also attend the given prefix keys/values (KV cache)."""
+        ``prefix_kv`` the queries also attend the given prefix keys/values (KV cache).
+
+        Under rematerialisation (:func:`block_class`) ``deterministic`` is a static argument:
+        pass every argument positionally (keyword arguments of ``jax.checkpoint`` are traced)."""
         g1, g2, s1, s2, b1, b2 = [mod[:, i][:, None, :] for i in range(6)]
         h = self.ln(x) * (1.0 + s1) + b1
         q, k, v = self.attn.qkv_heads(h, rope)
@@ -629,6 +647,34 @@ class AdaLNBlock(nn.Module):
         h = self.ffn_drop(self.fc2(nn.gelu(self.fc1(h), approximate=True)), deterministic=deterministic)
         x = x + self._drop_path(h * g2, deterministic)
         return x, (k, v)
+
+
+def remat_policy(name: str):
+    """The ``jax.checkpoint`` policy of a :attr:`ScaleARConfig.remat` name (None for ``'none'``):
+    ``'full'`` saves nothing inside a block, ``'dots'`` every matmul output,
+    ``'dots_no_batch'`` the matmuls without batch dimensions (not attention's einsums)."""
+    if name not in REMAT_POLICIES:
+        raise ConfigError(f"ScaleARConfig.remat must be one of {REMAT_POLICIES}, got {name!r}")
+    return {
+        "none": None,
+        "full": jax.checkpoint_policies.nothing_saveable,
+        "dots": jax.checkpoint_policies.dots_saveable,
+        "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    }[name]
+
+
+#: position of ``deterministic`` in ``AdaLNBlock.__call__`` counting ``self`` (a Python bool
+#: that selects code paths: static under ``nn.remat``)
+_BLOCK_STATIC_ARGNUMS = (8,)
+
+
+def block_class(cfg: ScaleARConfig) -> type[nn.Module]:
+    """:class:`AdaLNBlock`, or its ``nn.remat`` version under ``cfg.remat`` (same parameter
+    names and values; the blocks run in an unrolled Python loop, so CSE prevention stays on)."""
+    if cfg.remat == "none":
+        return AdaLNBlock
+    return nn.remat(AdaLNBlock, policy=remat_policy(cfg.remat), prevent_cse=True,
+                    static_argnums=_BLOCK_STATIC_ARGNUMS)
 
 
 # --------------------------------------------------------------------------
@@ -675,7 +721,8 @@ class ScaleARTransformer(nn.Module):
             self.null_embed = self.param("null_cond", _trunc_normal(std), (c.cond_width,))
         if c.shared_adaln:
             self.shared_ada = nn.Dense(6 * c.width, kernel_init=_trunc_normal(std))
-        self.blocks = [AdaLNBlock(c, i, name=f"block_{i}") for i in range(c.depth)]
+        block = block_class(c)
+        self.blocks = [block(c, i, name=f"block_{i}") for i in range(c.depth)]
         if c.head_adaln:
             self.head_ada = nn.Dense(2 * c.width, kernel_init=_adaln_init(std, c.width, 2, 1.0, c.init_adaln))
             self.head_ln = _LN(c.norm_eps)
@@ -770,7 +817,7 @@ class ScaleARTransformer(nn.Module):
         mask = mask[None, None] if mask.ndim == 2 else mask[:, None]
         rope = self._rope(0, N)
         for blk, mod in zip(self.blocks, self._mods(cond)):
-            h, _ = blk(h, mod, rope, mask, memory, memory_mask, deterministic=not train)
+            h, _ = blk(h, mod, rope, mask, memory, memory_mask, None, not train)  # positional: see block_class
         return self._head(h, cond)
 
     # ---- cached decoding ------------------------------------------------------
@@ -790,7 +837,7 @@ class ScaleARTransformer(nn.Module):
         ks, vs = [], []
         for i, (blk, mod) in enumerate(zip(self.blocks, self._mods(cond))):
             prefix = (cache["k"][i, :, :start], cache["v"][i, :, :start]) if start > 0 else None
-            h, (kk, vv) = blk(h, mod, rope, mask, memory, memory_mask, prefix_kv=prefix, deterministic=True)
+            h, (kk, vv) = blk(h, mod, rope, mask, memory, memory_mask, prefix, True)
             ks.append(kk)
             vs.append(vv)
         at = (0, 0, start, 0, 0)  # static offset of scale k
@@ -828,8 +875,7 @@ class ScaleARTransformer(nn.Module):
         mask = jnp.concatenate([jnp.arange(N) < pos, jnp.ones((1,), bool)])[None, None, None, :]
         ks, vs = [], []
         for i, (blk, mod) in enumerate(zip(self.blocks, self._mods(cond))):
-            h, (kk, vv) = blk(h, mod, rope, mask, memory, memory_mask, prefix_kv=(cache["k"][i], cache["v"][i]),
-                              deterministic=True)
+            h, (kk, vv) = blk(h, mod, rope, mask, memory, memory_mask, (cache["k"][i], cache["v"][i]), True)
             ks.append(kk)
             vs.append(vv)
         at = (0, 0, pos, 0, 0)

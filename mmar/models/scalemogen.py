@@ -72,7 +72,9 @@ class ScaleMoGenConfig:
     """The predictor: ``transformer`` (bitwise head with ``num_bits = code_dim``,
     ``input_dim=None``, ``cross_attention=True``, ``null_cond=False``: the conditioner drops the
     caption), ``text`` (the text encoder), the tokenizer's ``quantizer``, the pool's heads, the
-    length head (``length_classes = max_frames / unit``)."""
+    length head (``length_classes = max_frames / unit``). ``transformer.remat`` selects the
+    per-block rematerialisation of training (:attr:`mmar.models.scale_ar.ScaleARConfig.remat`;
+    the text encoder is not rematerialised)."""
 
     transformer: ScaleARConfig
     text: TextEncoderConfig

@@ -52,7 +52,9 @@ __all__ = ["T2MGPTConfig", "T2MGPT", "T2MSamplingConfig", "sample", "shift_input
 class T2MGPTConfig:
     """``transformer``: a causal schedule of ``T'`` one-token scales, ``input_dim=None``,
     ``cross_attention=True``, ``null_cond=False``, a categorical head over the codes; the rest as
-    :class:`mmar.models.moscale.MoScaleConfig`."""
+    :class:`mmar.models.moscale.MoScaleConfig`. ``transformer.remat`` selects the per-block
+    rematerialisation of training (:attr:`mmar.models.scale_ar.ScaleARConfig.remat`): the
+    baseline's block stack is the same :class:`~mmar.models.scale_ar.AdaLNBlock` stack."""
 
     transformer: ScaleARConfig
     text: TextEncoderConfig

@@ -56,6 +56,15 @@ TOKENIZER = "tokenizer"  # extra collection: the frozen stage-1 variables
 ASSETS = "assets"  # extra collection: caption tokenizer, mean / std, stage-1 model config
 
 
+def _check_remat(remat: str) -> None:
+    """A clear error for an unknown ``model.remat`` (flax is imported only for a non-default value)."""
+    if remat != "none":
+        from mmar.models.scale_ar import REMAT_POLICIES
+
+        if remat not in REMAT_POLICIES:
+            raise ConfigError(f"model.remat must be one of {REMAT_POLICIES}, got {remat!r}")
+
+
 @dataclasses.dataclass
 class MoScaleModelConfig:
     """``cfg.model`` of the ``moscale`` task. Defaults: the official transformer
@@ -92,6 +101,7 @@ class MoScaleModelConfig:
     init_head: float = 0.02
     init_adaln: float = 0.5
     init_adaln_gamma: float = 1e-5
+    remat: str = "none"  # per-block rematerialisation: none | full | dots | dots_no_batch (ScaleARConfig.remat)
     # -- text encoder (trained with the predictor)
     text_width: int = 256
     text_depth: int = 4
@@ -119,6 +129,7 @@ class MoScaleModelConfig:
             raise ConfigError(f"model.gamma_max must lie in [0, 1), got {self.gamma_max}")
         if any(int(s) < 1 for s in self.steps):
             raise ConfigError(f"model.steps must be >= 1 per scale, got {self.steps}")
+        _check_remat(self.remat)
 
 
 @dataclasses.dataclass
@@ -222,6 +233,7 @@ class MoScaleTask(TaskBase):
 
         if self.d.source not in SOURCES:
             raise ConfigError(f"data.source must be one of {SOURCES}, got {self.d.source!r}")
+        _check_remat(self.m.remat)  # --set overrides skip the config's __post_init__
         if self.d.eval_split == "test":
             raise ConfigError("data.eval_split='test': checkpoints are selected on the validation split, never on "
                               "the test split")
@@ -311,7 +323,7 @@ class MoScaleTask(TaskBase):
     def train_iterator(self, seed: int, start_state=None):
         from mmar.data.t2m import make_t2m_train_iterator
 
-        it = make_t2m_train_iterator(self.dataset, self.cfg.train.batch_size, seed, crop_len=self.max_frames,
+        it = make_t2m_train_iterator(self.dataset, self.process_batch_size, seed, crop_len=self.max_frames,
                                      unit_drop_prob=self.d.unit_drop_prob)
         return TokenizedBatches(it, self.tokenizer)
 

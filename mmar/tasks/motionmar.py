@@ -51,6 +51,7 @@ class MotionMARModelConfig:
     mrn_hidden: int = 256
     mrn_layers: int = 2
     mrn_weight: float = 1.0
+    remat: str = "none"  # per-block rematerialisation of the MAN: none | full | dots | dots_no_batch
     # inference
     decode: str = "soft"  # 'soft' | 'greedy'
     soft_temperature: float = 2.75

@@ -44,7 +44,7 @@ import numpy as np
 from mmar.errors import CheckpointError, ConfigError, ShapeError
 from mmar.models.generated import EditResult, GeneratedMotions
 from mmar.tasks.base import frozen_config
-from mmar.tasks.moscale import ASSETS, TOKENIZER, MoScaleGenDataConfig, MoScaleTask, text_assets
+from mmar.tasks.moscale import ASSETS, TOKENIZER, MoScaleGenDataConfig, MoScaleTask, _check_remat, text_assets
 
 __all__ = ["ScaleMoGenModelConfig", "ScaleMoGenTask", "TASK"]
 
@@ -85,6 +85,7 @@ class ScaleMoGenModelConfig:
     init_head: float = 0.02
     init_adaln: float = 0.5
     init_adaln_gamma: float = 1e-5
+    remat: str = "none"  # per-block rematerialisation: none | full | dots | dots_no_batch (ScaleARConfig.remat)
     # -- text encoder (trained with the predictor)
     text_width: int = 256
     text_depth: int = 4
@@ -110,6 +111,7 @@ class ScaleMoGenModelConfig:
             raise ConfigError(f"model.flip_max must lie in [0, 0.5], got {self.flip_max}")
         if float(self.temperature) <= 0:
             raise ConfigError(f"model.temperature must be > 0, got {self.temperature}")
+        _check_remat(self.remat)
 
 
 class ScaleMoGenTask(MoScaleTask):

@@ -49,7 +49,8 @@ import numpy as np
 from mmar.errors import CheckpointError, ConfigError
 from mmar.models.generated import GeneratedMotions
 from mmar.tasks.base import frozen_config
-from mmar.tasks.moscale import ASSETS, TOKENIZER, MoScaleGenDataConfig, MoScaleTask, check_lengths, text_assets
+from mmar.tasks.moscale import ASSETS, TOKENIZER, MoScaleGenDataConfig, MoScaleTask, _check_remat, check_lengths, \
+    text_assets
 
 __all__ = ["T2MGPTModelConfig", "T2MGPTTask", "TASK", "finest_tokens", "token_floor"]
 
@@ -90,6 +91,7 @@ class T2MGPTModelConfig:
     init_head: float = 0.02
     init_adaln: float = 0.5
     init_adaln_gamma: float = 1e-5
+    remat: str = "none"  # per-block rematerialisation: none | full | dots | dots_no_batch (ScaleARConfig.remat)
     # -- text encoder (trained with the predictor)
     text_width: int = 256
     text_depth: int = 4
@@ -110,6 +112,7 @@ class T2MGPTModelConfig:
     def __post_init__(self):
         if not (self.pkeep < 0 or 0.0 < float(self.pkeep) <= 1.0):
             raise ConfigError(f"model.pkeep must lie in (0, 1] (or be < 0: U(0, 1) per batch), got {self.pkeep}")
+        _check_remat(self.remat)
 
 
 def finest_tokens(vq, vq_vars, x, mask):

@@ -128,6 +128,51 @@ def test_mem_mlp_stream_export(tmp_path):
     np.testing.assert_allclose(rt.run_clip(clip[:3]), got[:3], atol=1e-6)
 
 
+def _far_sparse(shape, seed):
+    """Random sparse frames standing away from the origin (the heading frame moves them back)."""
+    x = np.random.RandomState(seed).randn(*shape, 54).astype(np.float32)
+    x[..., 36:45] += np.tile(np.float32([2.0, 1.5, -3.0]), 3)
+    return x
+
+
+def test_heading_window_export(tmp_path):
+    """frame="heading": the window graph holds the transform and matches JAX."""
+    cfg = AGRoLMLPConfig(window=8, dim=16, depth=2, frame="heading")
+    model = AGRoLMLP(cfg)
+    variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 54)))
+    x = _far_sparse((1, 8), 1)
+    ref = np.asarray(jax.jit(agrol_window_fn(model, variables))(x)["rot6d"])
+    world_model = AGRoLMLP(AGRoLMLPConfig(window=8, dim=16, depth=2))
+    world = np.asarray(jax.jit(agrol_window_fn(world_model, variables))(x)["rot6d"])
+    assert np.abs(ref - world).max() > 1e-3
+    path = tmp_path / "agrol_heading.tflite"
+    export_tflite(agrol_window_fn(model, variables), agrol_window_specs(cfg), path)
+    np.testing.assert_allclose(run_tflite(path, {"sparse": x})["rot6d"], ref, atol=1e-4)
+
+
+def test_heading_stream_export(tmp_path):
+    """frame="heading": the stream step expresses the carried world memory in each frame's
+    heading frame before the VQ code; the TFLite stream matches JAX's (poses and positions)."""
+    cfg = MemMLPConfig(window=6, dim=16, depth=2, head_depth=1, code_dim=8, frame="heading")
+    model = MemMLP(cfg)
+    vq = MLPVQVAE(MLPVQVAEConfig(hidden=16, enc_depth=1, dec_depth=1, code_dim=8, codebook_size=16))
+    k1, k2 = jax.random.split(jax.random.PRNGKey(2))
+    variables = model.init(k1, jnp.zeros((1, 6, 54)))
+    vq_vars = vq.init(k2, jnp.zeros((1, 22, 6)), jnp.zeros((1, 54)))
+    path = tmp_path / "mem_mlp_heading.tflite"
+    export_tflite(mem_mlp_stream_fn(model, variables, vq, vq_vars), mem_mlp_stream_specs(cfg), path)
+
+    clip = _far_sparse((10,), 3)
+    ref = predict_clip(model, variables, jnp.asarray(clip)[None], vq, vq_vars)
+    rt = StreamRuntime(path, mem_mlp_state_spec(cfg))
+    for t, f in enumerate(clip):
+        out = rt.model({"sparse_frame": f[None], **rt.state})
+        rt.state = {k: out[f"next_{k}"] for k in rt.state_spec}
+        np.testing.assert_allclose(out["pose"][0], np.asarray(ref["rot6d"][0, t]), atol=1e-4)
+        np.testing.assert_allclose(out["pos"][0], np.asarray(ref["pos"][0, t]), atol=1e-4)
+    assert not rt.state["memory_code"].any()
+
+
 @pytest.mark.parametrize("kw", [dict(head_depth=1), dict(head_depth=2), dict(head_depth=2, use_pos_head=False),
                                 dict(head_depth=2, use_code=False), dict(head_depth=1, use_memory=False),
                                 dict(head_depth=2, memory_into_heads=False)])

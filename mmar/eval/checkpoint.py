@@ -20,7 +20,7 @@ def prediction_arrays(pred: Mapping[str, Mapping], gt: Mapping[str, Mapping]) ->
 
 
 def evaluate_run(run, data: str | None = None, split: str = "test", workers: int = 2,
-                 progress: bool = True) -> dict:
+                 progress: bool = True, transform=None) -> dict:
     """Evaluate a loaded run (:func:`mmar.run.load`) online on ``data`` (a BVH file, directory,
     archive or converted npz) or on the benchmark's ``split``.
 
@@ -28,7 +28,9 @@ def evaluate_run(run, data: str | None = None, split: str = "test", workers: int
     "pred": {clip: arrays}, "gt": {clip: arrays}}``; ``checkpoint`` says which run directory
     and step were evaluated (``{"run", "step", "dir", "skipped_steps"}``; ``skipped_steps``
     lists newer steps that could not be read, ``[{"step", "error"}]``, empty normally);
-    ``skipped`` the input files or clips left out (unreadable, or NaN/Inf values)."""
+    ``skipped`` the input files or clips left out (unreadable, or NaN/Inf values).
+    ``transform``: applied to the ground-truth clips before predicting (e.g.
+    :func:`mmar.eval.sparse.turn_clips` for ``mmar eval --yaw/--shift``)."""
     from mmar.data.inputs import load_eval_arrays
 
     fps = float(run.config.data.fps)
@@ -36,6 +38,8 @@ def evaluate_run(run, data: str | None = None, split: str = "test", workers: int
         gt, skipped = load_eval_arrays(data, fps, workers)
     else:
         gt, skipped = run.task.benchmark[split], []
+    if transform is not None:
+        gt = transform(gt)
     pred = run.task.predict_clips(run.variables, gt, progress=progress)
     return {"metrics": grouped_metrics(pred, gt, fps),
             "checkpoint": _checkpoint_info(run),

@@ -523,3 +523,73 @@ def metrics_from_npz(
     except DataFormatError as e:
         raise DataFormatError(f"{pred_path} vs {gt_path}: {e}") from e
     return out if per_clip else average_clip_metrics(out)
+
+
+# --------------------------------------------------------------------------
+# turned and moved splits (heading invariance, docs/design.md "Heading frame")
+# --------------------------------------------------------------------------
+
+def yaw_matrix(yaw_deg: float) -> np.ndarray:
+    """``Ry(yaw)`` (float64 ``(3, 3)``): a turn about the vertical axis Y; positive turns +Z
+    towards +X."""
+    a = np.deg2rad(float(yaw_deg))
+    c, s = np.cos(a), np.sin(a)
+    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+
+
+def turn_clip(arrays: Mapping[str, Any], yaw_deg: float = 0.0, shift: tuple[float, float] = (0.0, 0.0)) -> dict:
+    """One clip of the ``mmar convert`` layout turned by ``yaw_deg`` about the vertical axis
+    through the world origin, then moved on the floor by ``shift = (x, z)`` metres.
+
+    Every array that carries a world orientation or position is changed (float64 arithmetic,
+    each array keeps its dtype): ``joints``, ``root``/``root_pos`` (``Y p + s``); the root's
+    local rotation, which is global (joint 0 of ``rot6d``, ``local_rot`` or ``rot``, 6D or
+    matrices: ``Y R``); and ``sparse`` (global rotations ``Y R``, positions ``Y p + s``,
+    position differences ``Y d``; rotation velocities ``R_{t-1}^T R_t`` are unchanged). The
+    other arrays (``offsets``, ``fps``, local joint translations ...) are copied unchanged.
+    """
+    from mmar.skeleton import SPARSE_POS, SPARSE_POSVEL, SPARSE_ROT6D
+
+    Y = yaw_matrix(yaw_deg)
+    sx, sz = (float(v) for v in shift)
+    s = np.array([sx, 0.0, sz])
+
+    def points(p):
+        return p @ Y.T + s
+
+    def root_rotation(r):
+        r = np.array(r, np.float64)
+        if r.shape[-1] == 6:  # 6D: both columns turn as vectors
+            r[..., 0, :] = (r[..., 0, :].reshape(r.shape[:-2] + (2, 3)) @ Y.T).reshape(r.shape[:-2] + (6,))
+        elif r.shape[-2:] == (3, 3):
+            r[..., 0, :, :] = Y @ r[..., 0, :, :]
+        else:
+            raise ShapeError(f"turn_clip: root rotations must be (..., J, 6) or (..., J, 3, 3), got {r.shape}")
+        return r
+
+    def sparse_turned(x):
+        x = np.array(x, np.float64)
+        lead = x.shape[:-1]
+        x[..., SPARSE_ROT6D] = (x[..., SPARSE_ROT6D].reshape(lead + (6, 3)) @ Y.T).reshape(lead + (18,))
+        x[..., SPARSE_POS] = points(x[..., SPARSE_POS].reshape(lead + (3, 3))).reshape(lead + (9,))
+        x[..., SPARSE_POSVEL] = (x[..., SPARSE_POSVEL].reshape(lead + (3, 3)) @ Y.T).reshape(lead + (9,))
+        return x
+
+    conv = {"joints": points, "root": points, "root_pos": points, "rot6d": root_rotation,
+            "local_rot": root_rotation, "rot": root_rotation, "sparse": sparse_turned}
+    out = {}
+    for k, v in arrays.items():
+        if k in conv and v is not None:
+            a = np.asarray(v)
+            out[k] = np.asarray(conv[k](a.astype(np.float64)), a.dtype)
+        else:
+            out[k] = np.array(v, copy=True) if isinstance(v, np.ndarray) else v
+    return out
+
+
+def turn_clips(clips: Mapping[str, Mapping[str, Any]], yaw_deg: float = 0.0,
+               shift: tuple[float, float] = (0.0, 0.0)) -> dict[str, dict]:
+    """:func:`turn_clip` on every clip of ``{clip: arrays}``: the same split standing elsewhere
+    and facing another way. A model whose inputs and targets are invariant (``model.frame=
+    "heading"``) gives the same metrics on it as on the original."""
+    return {n: turn_clip(a, yaw_deg, shift) for n, a in clips.items()}

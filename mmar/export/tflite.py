@@ -38,6 +38,13 @@ the prediction of every frame of the window) and then the frozen VQ encoder and 
 search on that prediction; the position head, whose output is only read for the newest frame,
 runs on that frame alone. Profile and latency: ``tools/bench_export.py --profile``.
 
+Heading frame (``model.frame="heading"``, :mod:`mmar.models.heading`): the exported graphs take
+and return the same world-frame tensors as in world mode and contain the transform (a few
+elementwise ops): the window model expresses its window in the last frame's heading frame and
+turns the root orientation back; the stream step carries its memory in the world (``memory_code``
+stays zero), expresses it in the current frame and encodes it before the network, and turns
+its outputs back into the world.
+
 Quantized Mem-MLP streams do not reproduce the float32 stream exactly, and no partial
 float32 graph fixes that: the memory feeds the model's own prediction through the VQ
 encoder into an ``argmin`` over the codebook, a discontinuous function. float16 or int8
@@ -157,10 +164,12 @@ def run_tflite(path_or_bytes, inputs: Mapping[str, np.ndarray]) -> dict[str, np.
 # --------------------------------------------------------------------------
 
 def agrol_window_fn(model, variables) -> Callable:
-    """AGRoL-MLP: ``sparse (1, W, 54) -> {"rot6d": (1, 22, 6)}`` (the window's last frame)."""
+    """AGRoL-MLP: ``sparse (1, W, 54) -> {"rot6d": (1, 22, 6)}`` (the window's last frame;
+    :func:`mmar.models.agrol_mlp.predict_window`, heading frame included when configured)."""
+    from mmar.models.agrol_mlp import predict_window
 
     def fn(sparse):
-        return {"rot6d": model.apply(variables, sparse)[:, -1]}
+        return {"rot6d": predict_window(model, variables, sparse)}
 
     return fn
 
@@ -200,6 +209,8 @@ def mem_mlp_stream_fn(model, variables, vq_model=None, vq_variables=None) -> Cal
     """
     import jax.numpy as jnp
 
+    from mmar.models import heading
+    from mmar.models import mem_mlp as M
     from mmar.models.mem_mlp import require_vq_model, advance_window, make_memory
 
     cfg = model.config
@@ -208,12 +219,20 @@ def mem_mlp_stream_fn(model, variables, vq_model=None, vq_variables=None) -> Cal
     def fn(sparse_frame, window, memory_sparse, memory_rot6d, memory_code, t):
         memory = {"sparse": memory_sparse, "rot6d": memory_rot6d, "code": memory_code}
         new_window = advance_window(window, sparse_frame, t[0], cfg.pad_mode)
-        out = mem_mlp_window_last_pos(model, variables, new_window, memory)
-        if cfg.active_memory_layers():
-            new_mem = make_memory(new_window, out["rot6d"], vq_model if cfg.use_code else None, vq_variables,
-                                  cfg.code_dim)
+        if cfg.frame == "heading":  # as mmar.models.mem_mlp._window_step
+            frame = heading.window_frame(new_window)
+            layers = cfg.active_memory_layers()
+            mem_in = M.heading_step_memory(cfg, memory, frame, t[0], vq_model, vq_variables) if layers else memory
+            out = M.outputs_from_frame(
+                mem_mlp_window_last_pos(model, variables, heading.sparse_to_frame(new_window, frame), mem_in), frame)
+            new_mem = M.heading_next_memory(new_window, out["rot6d"], cfg.code_dim) if layers else memory
         else:
-            new_mem = memory
+            out = mem_mlp_window_last_pos(model, variables, new_window, memory)
+            if cfg.active_memory_layers():
+                new_mem = make_memory(new_window, out["rot6d"], vq_model if cfg.use_code else None, vq_variables,
+                                      cfg.code_dim)
+            else:
+                new_mem = memory
         result = {
             "pose": out["rot6d"][:, -1],
             "next_window": new_window,

@@ -33,6 +33,13 @@ left to the trainer.
 Online use (:func:`predict_online`): the pose of frame t is the last output frame of the
 window ``t-W+1 .. t``; before the clip has W frames the window is edge-padded by repeating
 the first frame (as the reference test script pads short clips).
+
+Input frame (``AGRoLMLPConfig.frame``): ``"world"`` is AGRoL's original layout (the network
+reads the 54 world-frame numbers and predicts the root orientation in the world). With
+``"heading"`` every window is expressed in the heading frame of its last frame's head
+(:mod:`mmar.models.heading`): the network reads ``sparse_to_frame(window)`` and predicts the
+root orientation in that frame; :func:`predict_window` and :func:`predict_online` turn it back
+into the world. The module itself is the same network either way (same parameters).
 """
 from __future__ import annotations
 
@@ -44,6 +51,7 @@ import jax
 import jax.numpy as jnp
 
 from mmar.errors import ConfigError, ShapeError
+from mmar.models import heading
 from mmar.skeleton import NUM_JOINTS, SPARSE_DIM
 
 Array = jax.Array
@@ -109,12 +117,15 @@ class AGRoLMLPConfig:
 
     The defaults are the published AGRoL-MLP configuration (window 196, latent 512,
     12 blocks; 3,735,668 parameters). The Mem-MLP ablation base "AGRoL-MLP-41" is
-    ``AGRoLMLPConfig(window=41)`` (3,292,988 parameters).
+    ``AGRoLMLPConfig(window=41)`` (3,292,988 parameters). ``frame``: ``"world"`` (AGRoL's
+    layout) or ``"heading"`` (each window in its last frame's heading frame, see the module
+    docstring); it changes what the network reads and predicts, not its parameters.
     """
 
     window: int = 196
     dim: int = 512
     depth: int = 12
+    frame: str = "world"
     sparse_dim: int = SPARSE_DIM
     num_joints: int = NUM_JOINTS
 
@@ -122,6 +133,7 @@ class AGRoLMLPConfig:
         for name in ("window", "dim", "depth", "sparse_dim", "num_joints"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"AGRoLMLPConfig.{name} must be >= 1, got {getattr(self, name)}")
+        heading.check_frame(self.frame, "AGRoLMLPConfig.frame")
 
 
 class AGRoLMLP(nn.Module):
@@ -165,11 +177,23 @@ def pad_clip_start(clip: Array, window: int, mode: str = "edge") -> Array:
     return jnp.concatenate([pad, clip], axis=1)
 
 
+def predict_window(model: AGRoLMLP, params, window: Array) -> Array:
+    """The pose of a window's last frame, ``(B, W, 54) -> (B, 22, 6)``, root orientation in
+    the world: with ``frame="heading"`` the window is expressed in its last frame's heading
+    frame before the network and the root orientation is turned back after it."""
+    if model.config.frame == "heading":
+        frame = heading.window_frame(window)
+        out = model.apply(params, heading.sparse_to_frame(window, frame))
+        return heading.pose_from_frame(out[:, -1], frame)
+    return model.apply(params, window)[:, -1]
+
+
 def predict_online(model: AGRoLMLP, params, sparse_clip: Array, pad_mode: str = "edge") -> Array:
     """Causal online prediction for a whole clip ``(B, T, 54) -> (B, T, 22, 6)``.
 
     Frame t is the last output frame of the window ``t-W+1 .. t`` of the padded clip
-    (see :func:`pad_clip_start`). ``params`` are the module's variables
+    (see :func:`pad_clip_start`), by :func:`predict_window` (each window in its own heading
+    frame with ``frame="heading"``). ``params`` are the module's variables
     (``{"params": ...}``). Runs as a ``lax.scan`` with ``T`` iterations.
     """
     W = model.config.window
@@ -180,8 +204,7 @@ def predict_online(model: AGRoLMLP, params, sparse_clip: Array, pad_mode: str = 
 
     def step(carry, t):
         win = jax.lax.dynamic_slice_in_dim(padded, t, W, axis=1)
-        out = model.apply(params, win)
-        return carry, out[:, -1]
+        return carry, predict_window(model, params, win)
 
     _, ys = jax.lax.scan(step, None, jnp.arange(T))
     return jnp.moveaxis(ys, 0, 1)

@@ -60,6 +60,20 @@ Decisions where the paper's text is ambiguous or its symbols were lost:
   W frames have arrived the window is edge-padded with the first frame (AGRoL pads short
   clips the same way). ``pad_mode="zero"`` is available.
 * Predicted rotations are re-orthonormalised (6D -> matrix -> 6D) before entering memory.
+
+Input frame (``MemMLPConfig.frame``, :mod:`mmar.models.heading`): ``"world"`` is the layout
+above. With ``"heading"`` a window ending at frame t is expressed in the heading frame of
+frame t's head: its sparse input, its targets (root orientation ``H^T R``, positions
+``H^T (p - o)``) and -- before the VQ code is computed -- its memory: the previous window's
+sparse input and motion are expressed in the *current* window's frame, not in their own, so
+the network sees one consistent frame and the code vectors encode what it sees. Outputs are
+turned back into the world (:func:`outputs_from_frame`). Because the memory's frame is only
+known once the next frame has arrived, the streaming state carries the memory in the world
+(the previous window and its prediction with the root orientation in the world) and every
+step expresses it in its own frame and encodes it (:func:`heading_step_memory`); the carried
+``code`` is then unused and kept at zero. A step costs one VQ encoding of a window either way
+(at the end of the step in world mode, at its start in heading mode). Before the first frame
+the memory is all zeros in either mode (zeros are not moved into the frame).
 """
 from __future__ import annotations
 
@@ -72,6 +86,7 @@ import jax.numpy as jnp
 
 from mmar import geometry
 from mmar.errors import ConfigError, ShapeError
+from mmar.models import heading
 from mmar.models.agrol_mlp import MLPBlock, pad_clip_start
 from mmar.models.body import tracked_head
 from mmar.skeleton import LOWER, NUM_JOINTS, SPARSE_DIM
@@ -87,7 +102,8 @@ class MemMLPConfig:
     Memory-Blocks), ``use_pos_head=False`` (single rotation head, no multi-task),
     ``use_code=False`` (Memory-Blocks without VQ code vectors), ``memory_into_heads=False``
     (no memory into the predictor heads), ``memory_layers=(2, 4)`` etc. (placement; 1-based
-    block indices after which memory is injected; ``None`` = every even block).
+    block indices after which memory is injected; ``None`` = every even block). ``frame``:
+    ``"world"`` or ``"heading"`` (module docstring); it does not change the parameters.
     """
 
     window: int = 41
@@ -103,6 +119,7 @@ class MemMLPConfig:
     alpha_per_channel: bool = True
     eval_alpha: float = 0.5
     pad_mode: str = "edge"
+    frame: str = "world"
     sparse_dim: int = SPARSE_DIM
     num_joints: int = NUM_JOINTS
 
@@ -119,6 +136,7 @@ class MemMLPConfig:
             raise ConfigError(f"MemMLPConfig.pad_mode must be 'edge' or 'zero', got {self.pad_mode!r}")
         if not 0.0 <= self.eval_alpha <= 1.0:
             raise ConfigError(f"MemMLPConfig.eval_alpha must lie in [0, 1], got {self.eval_alpha}")
+        heading.check_frame(self.frame, "MemMLPConfig.frame")
 
     def active_memory_layers(self) -> tuple[int, ...]:
         """1-based block indices whose output receives a memory feature."""
@@ -271,6 +289,7 @@ def make_memory(
     vq_model=None,
     vq_params=None,
     code_dim: int = 64,
+    frame: "heading.HeadingFrame | None" = None,
 ) -> dict:
     """Memory dict from the previous window.
 
@@ -281,9 +300,15 @@ def make_memory(
       vq_model, vq_params: the frozen :class:`~mmar.models.mlp_vqvae.MLPVQVAE` and its
         variables; codes are ``encode(rot6d, sparse)`` under ``stop_gradient``. Without a VQ
         model the codes are zeros of size ``code_dim`` (for ``use_code=False``).
+      frame: heading mode: the current window's :class:`~mmar.models.heading.HeadingFrame`
+        (batch ``(B,)``); ``sparse_prev`` and ``rot6d_prev`` are then given in the world and
+        expressed in that frame before the codes are computed.
     """
     rot = jax.lax.stop_gradient(_orthonormal_rot6d(rot6d_prev))
     sparse_prev = jax.lax.stop_gradient(sparse_prev)
+    if frame is not None:
+        rot = heading.pose_to_frame(rot, frame)
+        sparse_prev = heading.sparse_to_frame(sparse_prev, frame)
     if vq_model is None:
         code = jnp.zeros(sparse_prev.shape[:-1] + (code_dim,), sparse_prev.dtype)
     else:
@@ -300,6 +325,7 @@ def training_memory(
     rot6d_prev_pred: Array | None = None,
     rng: Array | None = None,
     code_dim: int = 64,
+    frame: "heading.HeadingFrame | None" = None,
 ) -> dict:
     """Training memory for windows whose previous window is ``(sparse_prev, rot6d_prev)``.
 
@@ -309,7 +335,8 @@ def training_memory(
     so training sees memories between teacher forcing and inference conditions; the code
     vectors are re-encoded from the blended motion. Without it this is ``make_memory`` on the
     ground truth (the paper's scheme, whose inference gap is covered by the latent blend inside
-    each Memory-Block).
+    each Memory-Block). ``frame``: as in :func:`make_memory` (every input, the prediction too,
+    in the world).
 
     Typical use with windows of ``W + 1`` frames ``sparse_ext, rot_ext``::
 
@@ -321,7 +348,7 @@ def training_memory(
             raise ConfigError("training_memory: blending with predictions needs rng")
         beta = jax.random.uniform(rng, rot6d_prev.shape[:-3] + (1, 1, 1), rot6d_prev.dtype)
         rot6d_prev = beta * rot6d_prev + (1.0 - beta) * jax.lax.stop_gradient(rot6d_prev_pred)
-    return make_memory(sparse_prev, rot6d_prev, vq_model, vq_params, code_dim)
+    return make_memory(sparse_prev, rot6d_prev, vq_model, vq_params, code_dim, frame)
 
 
 # --------------------------------------------------------------------------
@@ -427,7 +454,8 @@ def mem_mlp_loss(
 
 class StreamState(NamedTuple):
     """State of the online predictor: the last W sparse frames, the memory (previous window
-    and its prediction) and the number of frames seen."""
+    and its prediction; in heading mode in the world, with a zero code, see the module
+    docstring) and the number of frames seen."""
 
     window: Array  # (B, W, 54)
     memory: dict
@@ -450,10 +478,44 @@ def require_vq_model(cfg: MemMLPConfig, vq_model) -> None:
         raise ConfigError("Mem-MLP streaming with code vectors needs the frozen VQ-VAE (vq_model)")
 
 
-def _window_step(model: "MemMLP", params, vq_model, vq_params, window: Array, memory: dict):
+def outputs_from_frame(out: dict, frame: "heading.HeadingFrame") -> dict:
+    """:class:`MemMLP` outputs of a heading-frame window back in the world: ``rot6d`` (root
+    orientation ``H R``), ``pos`` (``H p + o``) and ``pos_rel`` (``H d``), with or without
+    the frame axis (the frame's batch shape is the window batch ``(B,)``)."""
+    conv = {"rot6d": heading.pose_from_frame, "pos": heading.points_from_frame, "pos_rel": heading.vectors_from_frame}
+    return {k: conv[k](v, frame) for k, v in out.items()}
+
+
+def heading_step_memory(config: MemMLPConfig, memory: dict, frame: "heading.HeadingFrame", t: Array,
+                        vq_model=None, vq_params=None) -> dict:
+    """Heading mode: the carried world memory (previous window and its prediction, root
+    orientation in the world) expressed in the current window's ``frame`` and encoded with the
+    frozen VQ-VAE; all zeros while ``t == 0`` (no previous window yet, as :func:`zero_memory`)."""
+    mem = make_memory(memory["sparse"], memory["rot6d"], vq_model if config.use_code else None, vq_params,
+                      config.code_dim, frame)
+    first = jnp.asarray(t).reshape(()) == 0
+    return {k: jnp.where(first, jnp.zeros_like(v), v.astype(memory["sparse"].dtype)) for k, v in mem.items()}
+
+
+def heading_next_memory(window: Array, rot6d_world: Array, code_dim: int) -> dict:
+    """Heading mode: the memory a step carries to the next one: its window and prediction in the
+    world (re-orthonormalised) and a zero ``code`` (codes are computed in the next step's frame)."""
+    return {"sparse": window, "rot6d": jax.lax.stop_gradient(_orthonormal_rot6d(rot6d_world)),
+            "code": jnp.zeros(window.shape[:-1] + (code_dim,), window.dtype)}
+
+
+def _window_step(model: "MemMLP", params, vq_model, vq_params, window: Array, memory: dict, t: Array | int = 1):
     cfg = model.config
+    layers = cfg.active_memory_layers()
+    if cfg.frame == "heading":
+        frame = heading.window_frame(window)
+        mem_in = heading_step_memory(cfg, memory, frame, t, vq_model, vq_params) if layers else memory
+        out = model.apply(params, heading.sparse_to_frame(window, frame), mem_in, train=False)
+        out = outputs_from_frame(out, frame)
+        new_mem = heading_next_memory(window, out["rot6d"], cfg.code_dim) if layers else memory
+        return new_mem, {k: v[:, -1] for k, v in out.items()}
     out = model.apply(params, window, memory, train=False)
-    if cfg.active_memory_layers():
+    if layers:
         new_mem = make_memory(window, out["rot6d"], vq_model if cfg.use_code else None, vq_params, cfg.code_dim)
     else:
         new_mem = memory
@@ -490,7 +552,7 @@ def stream_step(
     if sparse_frame.shape != state.window.shape[:1] + (cfg.sparse_dim,):
         raise ShapeError(f"stream_step: frame must be {state.window.shape[:1] + (cfg.sparse_dim,)}, got {sparse_frame.shape}")
     window = advance_window(state.window, sparse_frame, state.t, cfg.pad_mode)
-    new_mem, pose = _window_step(model, params, vq_model, vq_params, window, state.memory)
+    new_mem, pose = _window_step(model, params, vq_model, vq_params, window, state.memory, state.t)
     return StreamState(window, new_mem, state.t + 1), pose
 
 
@@ -535,7 +597,7 @@ def predict_clip(
 
     def body(memory, t):
         win = jax.lax.dynamic_slice_in_dim(padded, t, W, axis=1)
-        return _window_step(model, params, vq_model, vq_params, win, memory)
+        return _window_step(model, params, vq_model, vq_params, win, memory, t)
 
     _, poses = jax.lax.scan(body, zero_memory(cfg, (B,), sparse_clip.dtype), jnp.arange(T))
     return {k: jnp.moveaxis(v, 0, 1) for k, v in poses.items()}

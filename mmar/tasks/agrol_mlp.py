@@ -1,5 +1,8 @@
 """AGRoL-MLP on the Bandai benchmark: windows of ``W`` frames, loss = mean per-joint 6D L2
 distance (AGRoL's rotation loss); online prediction slides the window one frame at a time.
+``model.frame="heading"`` expresses each window (input and target root orientation) in the
+heading frame of its last frame's head (:mod:`mmar.models.heading`); ``"world"`` (default) is
+AGRoL's layout.
 
 This is the shortest task file: copy it to add a model (a model config, ``init``, ``loss``,
 ``predict_batch``, then ``TASK = ...``; the registry of :mod:`mmar.tasks` finds it by the module's
@@ -13,7 +16,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from mmar.models import body
+from mmar.models import body, heading
 from mmar.models.agrol_mlp import AGRoLMLP, AGRoLMLPConfig, predict_online
 from mmar.tasks.base import BenchmarkTask, frozen_config
 
@@ -27,6 +30,7 @@ class AGRoLMLPModelConfig:
     window: int = 196  # frames per window (AGRoL: 196; the Mem-MLP paper's baseline: 41)
     dim: int = 512
     depth: int = 12
+    frame: str = "world"  # 'world' (AGRoL's layout) | 'heading' (each window in its last frame's heading frame)
 
 
 class AGRoLMLPTask(BenchmarkTask):
@@ -42,8 +46,12 @@ class AGRoLMLPTask(BenchmarkTask):
         return self.model.init(rng, jnp.asarray(batch["sparse"][:, -self.m.window:]))
 
     def loss(self, params, extra_vars, batch, rng, step):
-        pred = self.model.apply({"params": params}, batch["sparse"])
-        err = jnp.mean(jnp.linalg.norm(pred - batch["rot6d"], axis=-1))
+        sparse, target = batch["sparse"], batch["rot6d"]
+        if self.m.frame == "heading":
+            frame = heading.window_frame(sparse)
+            sparse, target = heading.sparse_to_frame(sparse, frame), heading.pose_to_frame(target, frame)
+        pred = self.model.apply({"params": params}, sparse)
+        err = jnp.mean(jnp.linalg.norm(pred - target, axis=-1))
         return err, ({"rot": err}, None)
 
     def predict_batch(self, variables, sparse, offsets):

@@ -6,6 +6,10 @@ at ``init`` and kept in the checkpoint (``extra_vars["vqvae"]``), so a Mem-MLP c
 self-contained. Loss: :func:`mmar.models.mem_mlp.mem_mlp_loss` (rotation and position heads,
 uncertainty weighting). Online prediction feeds the model its own previous predictions as
 memory; ``ik=True`` adds the L-BFGS IK from the rotation head toward the position head.
+``model.frame="heading"`` expresses each window -- its input, its targets and its memory (the
+previous window, before the code vectors are computed) -- in the heading frame of its last
+frame's head (:mod:`mmar.models.heading`, :mod:`mmar.models.mem_mlp`); ``"world"`` (default) is
+the paper's layout.
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from mmar.errors import ConfigError
-from mmar.models import body
+from mmar.models import body, heading
 from mmar.models.mem_mlp import MemMLP, MemMLPConfig, init_loss_uncertainty, mem_mlp_loss, predict_clip, training_memory
 from mmar.tasks.base import BenchmarkTask, frozen_config, load_stage_variables
 from mmar.tasks.mlp_vqvae import build_vqvae
@@ -41,6 +45,9 @@ class MemMLPModelConfig:
     alpha_per_channel: bool = True
     eval_alpha: float = 0.5
     pad_mode: str = "edge"  # 'edge' | 'zero': frames before the clip's start
+    # 'world' (the paper's layout) | 'heading': each window, its memory included, in the heading frame of
+    # its last frame's head (mmar.models.heading)
+    frame: str = "world"
     weighting: str = "uncertainty"  # 'uncertainty' | 'fixed'
     # training memory: 'gt' = the previous window's ground truth (the paper's scheme); 'blend' =
     # a per-sample random blend of it with the model's own gradient-free prediction of that
@@ -109,16 +116,28 @@ class MemMLPTask(BenchmarkTask):
         mem = None
         blend = m.use_memory and m.memory_feed == "blend"
         r_model, r_blend = jax.random.split(rng) if blend else (rng, None)
+        # heading mode: a window's input, targets and memory in its last frame's heading frame
+        in_frame = m.frame == "heading"
+        frame = heading.window_frame(sparse) if in_frame else None
         if m.use_memory:
             prev = (slice(None), slice(-W - 1, -1))  # the previous window, frames t-W .. t-1
             pred_prev = None
-            if blend:  # the model's own prediction of that window
-                mem0 = training_memory(sparse[:, :W], rot[:, :W], self.vq_model, vq_vars, code_dim=m.vq_code_dim)
-                pred_prev = self.model.apply(jax.lax.stop_gradient(model_vars), sparse[prev], mem0)["rot6d"]
+            if blend:  # the model's own prediction of that window (in the world, in heading mode)
+                f_prev = heading.window_frame(sparse[prev]) if in_frame else None
+                mem0 = training_memory(sparse[:, :W], rot[:, :W], self.vq_model, vq_vars, code_dim=m.vq_code_dim,
+                                       frame=f_prev)
+                x_prev = heading.sparse_to_frame(sparse[prev], f_prev) if in_frame else sparse[prev]
+                pred_prev = self.model.apply(jax.lax.stop_gradient(model_vars), x_prev, mem0)["rot6d"]
+                if in_frame:
+                    pred_prev = heading.pose_from_frame(pred_prev, f_prev)
             mem = training_memory(sparse[prev], rot[prev], self.vq_model, vq_vars, rot6d_prev_pred=pred_prev,
-                                  rng=r_blend, code_dim=m.vq_code_dim)
-        out = self.model.apply(model_vars, sparse[:, -W:], mem, train=True, rng=r_model)
+                                  rng=r_blend, code_dim=m.vq_code_dim, frame=frame)
         cur = {"sparse": sparse[:, -W:], "rot6d": rot[:, -W:], "joints": joints[:, -W:]}
+        if in_frame:
+            cur = {"sparse": heading.sparse_to_frame(cur["sparse"], frame),
+                   "rot6d": heading.pose_to_frame(cur["rot6d"], frame),
+                   "joints": heading.points_to_frame(cur["joints"], frame)}
+        out = self.model.apply(model_vars, cur["sparse"], mem, train=True, rng=r_model)
         loss, metrics = mem_mlp_loss(out, cur, params.get("loss_uncertainty"), weighting=m.weighting)
         return loss, (metrics, None)
 

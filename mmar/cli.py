@@ -1,6 +1,7 @@
 """The ``mmar`` command line. Each sub-command is a contract other tools rely on:
 
   mmar convert INPUT... --out FILE.npz [--fps N] [--body-model SMPLH.npz] [--kind humanml3d|kit]
+               [--asf SKELETON.asf] (INPUT: also .amc motions of that ASF skeleton)
   mmar metrics --pred P.npz --gt G.npz [--fps N] [--no-align-head]
   mmar render FILE.npz [--clip NAME] [--compare OTHER.npz] --out anim.gif|mp4
   mmar train CONFIG [--set key=value ...] [--workdir DIR] [--allow-config-change]
@@ -98,8 +99,14 @@ def cmd_convert(args) -> int:
     from mmar.data.inputs import checked_arrays, load_inputs
 
     _check_out(args.out)
-    clips, errors = load_inputs(args.inputs, kind=args.kind, scale=args.scale, fps=args.fps,
-                                body_model=args.body_model, splits=args.split, workers=args.workers)
+    acclaim = [p for p in args.inputs if p.lower().endswith((".asf", ".amc"))]
+    clips, errors = load_inputs([p for p in args.inputs if p not in acclaim], kind=args.kind, scale=args.scale,
+                                fps=args.fps, body_model=args.body_model, splits=args.split, workers=args.workers)
+    if acclaim or args.asf:  # ASF/AMC (CMU, HDM05): mmar.data.asf
+        from mmar.data.asf import load_amc_inputs
+
+        amc_clips, amc_errors = load_amc_inputs(acclaim, asf=args.asf, fps=args.amc_fps)
+        clips, errors = clips + amc_clips, errors + amc_errors
     for e in errors:
         print(f"error: {shorten(e)}", file=sys.stderr)
     if not clips:
@@ -258,22 +265,44 @@ def cmd_eval(args) -> int:
     from mmar.run import load
 
     _check_out(args.out, args.save_pred)
+    turn = None  # --yaw / --shift: the clips turned about the vertical axis and moved on the floor
+    if getattr(args, "yaw", None) is not None or getattr(args, "shift", None) is not None:
+        try:
+            shift = tuple(float(v) for v in (args.shift or "0,0").split(","))
+        except ValueError:
+            shift = ()
+        if len(shift) != 2 or not all(math.isfinite(v) for v in shift):
+            raise ConfigError(f"--shift must be X,Z in metres (two numbers), got {args.shift!r}")
+        yaw = float(args.yaw or 0.0)
+        if not math.isfinite(yaw):
+            raise ConfigError(f"--yaw must be a finite number of degrees, got {args.yaw!r}")
+        turn = {"yaw_deg": yaw, "shift_m": list(shift)}
     run = load(args.checkpoint, overrides=args.set or [], ema=args.ema, step=args.step)
     for s in run.skipped_steps:
         print(f"warning: step {s['step']} not evaluated, unreadable: {shorten(s['error'])}", file=sys.stderr)
     if run.skipped_steps:
         print(f"warning: evaluating step {run.step}, the newest readable one", file=sys.stderr)
     if getattr(run.task, "is_text_to_motion", False):
+        if turn is not None:
+            raise MmarError("--yaw, --shift: for sparse-to-full-body runs only")
         return _eval_t2m(args, run)
     given = [f"--{k}" for k in _T2M_ONLY if getattr(args, k, None) not in (None, 0)]
     if given:
         raise MmarError(f"{', '.join(given)}: for text-to-motion runs only; {args.checkpoint} is a "
                         f"{run.config.task} run")
-    out = evaluate_run(run, data=args.data, split=args.split, workers=args.workers)
+    transform = None
+    if turn is not None:  # the clips turned and moved (mmar.eval.sparse.turn_clips)
+        from mmar.eval.sparse import turn_clips
+
+        def transform(clips):
+            return turn_clips(clips, turn["yaw_deg"], turn["shift_m"])
+    out = evaluate_run(run, data=args.data, split=args.split, workers=args.workers, transform=transform)
     skipped = [shorten(e) for e in out["skipped"]]
     for e in skipped:
         print(f"skipped: {e}", file=sys.stderr)
     result = {**out["metrics"], "checkpoint": out["checkpoint"], "skipped": skipped}
+    if turn is not None:
+        result["turn"] = turn
     text = _json(result)
     if args.out:
         _write_json(args.out, result)
@@ -363,8 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mmar", description="Multi-scale autoregressive human motion models.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    c = sub.add_parser("convert", help="BVH / AMASS / HumanML3D -> one npz in the mmar layout")
-    c.add_argument("inputs", nargs="+", help="BVH files, directories, .tar.xz archives, AMASS .npz, HumanML3D folders")
+    c = sub.add_parser("convert", help="BVH / ASF+AMC / AMASS / HumanML3D -> one npz in the mmar layout")
+    c.add_argument("inputs", nargs="+", help="BVH files, directories, .tar.xz archives, .amc (with --asf), AMASS .npz, "
+                   "HumanML3D folders")
     c.add_argument("--out", required=True)
     c.add_argument("--fps", type=_fps_arg, default=None, help="resample every clip to this rate")
     c.add_argument("--body-model", default=None, help="SMPL-H body model .npz for AMASS input")
@@ -372,6 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--split", nargs="+", default=["train", "val", "test"], help="HumanML3D splits")
     c.add_argument("--scale", type=float, default=0.01, help="BVH length unit in metres (0.01 = cm)")
     c.add_argument("--workers", type=int, default=2)
+    c.add_argument("--asf", default=None, help="ASF skeleton of the .amc inputs (CMU, HDM05)")
+    c.add_argument("--amc-fps", type=_fps_arg, default=120.0, help="frame rate of the .amc inputs (not in the files)")
     c.set_defaults(fn=cmd_convert)
 
     m = sub.add_parser("metrics", help="sparse-reconstruction metrics of two npz files, as JSON")
@@ -467,6 +499,11 @@ multi-host training (docs/design.md, "Multi-host training"):
     e.add_argument("--ema", action="store_true", help="use the EMA weights")
     e.add_argument("--step", type=int, default=None, help="evaluate this step (default: the newest)")
     e.add_argument("--workers", type=int, default=2)
+    e.add_argument("--yaw", type=float, default=None, metavar="DEG",
+                   help="turn the clips by DEG degrees about the vertical axis through the origin before "
+                        "predicting (heading invariance check; see docs/design.md, Heading frame)")
+    e.add_argument("--shift", default=None, metavar="X,Z",
+                   help="move the clips on the floor by X,Z metres (after --yaw; a negative X as --shift=-2,3)")
     g = e.add_argument_group("text-to-motion runs (mmar.eval.t2m_protocol)")
     g.add_argument("--evaluator", default=None, help="a t2m_evaluator run directory (its best/ checkpoint) or "
                    "checkpoint folder; required for a text-to-motion run")

@@ -51,6 +51,9 @@ __all__ = [
     "sparse_features",
     "smpl22_arrays",
     "body_in_world",
+    "axis_vector",
+    "frame_from_directions",
+    "rotation_between_frames",
 ]
 
 _AXIS = {"X": 0, "Y": 1, "Z": 2}
@@ -446,3 +449,57 @@ def body_in_world(rot6d: np.ndarray, offsets: np.ndarray, sparse: np.ndarray,
     _, joints = forward_kinematics(local, offsets, parents, np.zeros(local.shape[:-3] + (3,)))
     head = np.asarray(sparse, np.float64)[..., SPARSE_HEAD_POS]
     return (joints - joints[..., head_index:head_index + 1, :] + head[..., None, :]).astype(np.float32)
+
+
+# --------------------------------------------------------------------------
+# frames from directions (the canonical rest pose of mmar.data.bvh)
+# --------------------------------------------------------------------------
+
+_SIGNED_AXES = {"+X": (1.0, 0.0, 0.0), "-X": (-1.0, 0.0, 0.0), "+Y": (0.0, 1.0, 0.0),
+                "-Y": (0.0, -1.0, 0.0), "+Z": (0.0, 0.0, 1.0), "-Z": (0.0, 0.0, -1.0)}
+
+
+def axis_vector(axis: str) -> np.ndarray:
+    """``"+X"``, ``"-Y"``, ... -> the unit vector (float64)."""
+    try:
+        return np.array(_SIGNED_AXES[axis.upper()], np.float64)
+    except (KeyError, AttributeError):
+        raise ValueError(f"axis must be one of {', '.join(_SIGNED_AXES)}, got {axis!r}") from None
+
+
+def frame_from_directions(primary: np.ndarray, secondary: np.ndarray, primary_axis: str, secondary_axis: str,
+                          min_sin: float = 0.0) -> tuple[np.ndarray, float]:
+    """The rotation ``R`` (float64) that takes the unit vector of ``primary_axis`` onto the
+    direction of ``primary`` and ``secondary_axis`` as close as possible to ``secondary``
+    (Gram-Schmidt: the part of ``secondary`` orthogonal to ``primary``). The two axes must be
+    different axes (``"+Y"``, ``"+Z"``; not ``"+X"``, ``"-X"``).
+
+    Returns ``(R, s)`` with ``s`` the sine of the angle between ``primary`` and ``secondary``;
+    ``R`` is only meaningful when ``s > min_sin`` (the caller checks), and a zero ``primary``
+    gives ``s = 0``.
+    """
+    p = np.asarray(primary, np.float64)
+    q = np.asarray(secondary, np.float64)
+    a, b = axis_vector(primary_axis), axis_vector(secondary_axis)
+    if abs(float(a @ b)) > 1e-9:
+        raise ValueError(f"primary and secondary axes must be orthogonal, got {primary_axis} and {secondary_axis}")
+    pn, qn = np.linalg.norm(p), np.linalg.norm(q)
+    if pn < 1e-12 or qn < 1e-12:
+        return np.eye(3), 0.0
+    e1 = p / pn
+    ortho = q - (q @ e1) * e1
+    s = float(np.linalg.norm(ortho) / qn)
+    if s <= max(min_sin, 1e-12):
+        return np.eye(3), s
+    e2 = ortho / np.linalg.norm(ortho)
+    world = np.stack([e1, e2, np.cross(e1, e2)], -1)
+    canon = np.stack([a, b, np.cross(a, b)], -1)
+    return world @ canon.T, s
+
+
+def rotation_between_frames(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Geodesic angle in degrees between rotation matrices ``a`` and ``b`` (``(..., 3, 3)``,
+    broadcasting) -> ``(...)`` float64."""
+    m = np.swapaxes(np.asarray(a, np.float64), -1, -2) @ np.asarray(b, np.float64)
+    c = (np.trace(m, axis1=-2, axis2=-1) - 1.0) / 2.0
+    return np.degrees(np.arccos(np.clip(c, -1.0, 1.0)))

@@ -55,3 +55,54 @@ FOOT_LEFT: tuple[int, int] = (7, 10)
 FACE_JOINTS: tuple[int, int, int, int] = (2, 1, 17, 16)  # r_hip, l_hip, r_shoulder, l_shoulder
 MIRROR_RIGHT: tuple[int, ...] = (2, 5, 8, 11, 14, 17, 19, 21)
 MIRROR_LEFT: tuple[int, ...] = (1, 4, 7, 10, 13, 16, 18, 20)
+
+# --------------------------------------------------------------------------
+# The canonical T-pose (docs/design.md, "Canonical rest pose")
+# --------------------------------------------------------------------------
+# The body stands upright facing +Z, Y up, its left side towards +X; legs straight down, arms
+# straight out sideways (left arm along +X, palms down), feet pointing forward. In this pose
+# the canonical frame of every SMPL-22 joint is the world frame: the global rotation of each
+# joint is the identity. A source skeleton's joint frames are tied to these canonical frames
+# through its own rest pose (mmar.data.bvh.rest_alignment): per joint, the frame whose
+# `primary` axis points along a bone of the rest pose and whose `secondary` axis is as close
+# as possible to a reference direction.
+#
+# One rule per SMPL-22 joint, in joint order:
+#   (primary axis, (from joint, to joint), secondary axis, secondary reference)
+# The primary direction is the rest-pose vector between the two joints (for a joint without
+# children in SMPL-22 - head, wrists, feet - the bone that ends at it). The secondary
+# reference is ("joints", a, b), the vector from joint a to joint b, or ("frame", k), the
+# secondary axis of joint k's canonical frame (k is the pelvis 0 or spine3 9, whose frames
+# are built first from joints alone).
+CANONICAL_REST_RULES: tuple[tuple[str, tuple[int, int], str, tuple], ...] = (
+    ("+X", (2, 1), "+Y", ("joints", 0, 9)),     # 0 pelvis: right hip -> left hip, up to spine3
+    ("-Y", (1, 4), "+Z", ("frame", 0)),         # 1 left_hip: down the thigh, facing forward
+    ("-Y", (2, 5), "+Z", ("frame", 0)),         # 2 right_hip
+    ("+Y", (3, 6), "+X", ("frame", 0)),         # 3 spine1: up the spine, left as the pelvis
+    ("-Y", (4, 7), "+Z", ("frame", 0)),         # 4 left_knee: down the shin
+    ("-Y", (5, 8), "+Z", ("frame", 0)),         # 5 right_knee
+    ("+Y", (6, 9), "+X", ("frame", 0)),         # 6 spine2
+    ("+Z", (7, 10), "+X", ("frame", 0)),        # 7 left_ankle: along the foot to the toes
+    ("+Z", (8, 11), "+X", ("frame", 0)),        # 8 right_ankle
+    ("+Y", (9, 12), "+X", ("joints", 17, 16)),  # 9 spine3: up to the neck, right -> left shoulder
+    ("+Z", (7, 10), "+X", ("frame", 0)),        # 10 left_foot (the foot bone)
+    ("+Z", (8, 11), "+X", ("frame", 0)),        # 11 right_foot
+    ("+Y", (12, 15), "+X", ("frame", 9)),       # 12 neck: up to the head
+    ("+X", (13, 16), "+Z", ("frame", 9)),       # 13 left_collar: out to the shoulder
+    ("-X", (14, 17), "+Z", ("frame", 9)),       # 14 right_collar
+    ("+Y", (12, 15), "+X", ("frame", 9)),       # 15 head (the neck bone)
+    ("+X", (16, 18), "+Z", ("frame", 9)),       # 16 left_shoulder: along the upper arm
+    ("-X", (17, 19), "+Z", ("frame", 9)),       # 17 right_shoulder
+    ("+X", (18, 20), "+Z", ("frame", 9)),       # 18 left_elbow: along the forearm
+    ("-X", (19, 21), "+Z", ("frame", 9)),       # 19 right_elbow
+    ("+X", (18, 20), "+Z", ("frame", 9)),       # 20 left_wrist (the forearm bone)
+    ("-X", (19, 21), "+Z", ("frame", 9)),       # 21 right_wrist
+)
+
+# How far (degrees) each joint's primary direction may be from its canonical direction,
+# measured in the pelvis frame, for a rest pose to count as a standing T- or A-pose (arms may
+# hang down to 75 degrees below the horizontal; everything else within 50 degrees).
+CANONICAL_REST_TOLERANCE_DEG: tuple[float, ...] = (
+    50.0, 50.0, 50.0, 50.0, 50.0, 50.0, 50.0, 50.0, 50.0, 50.0, 50.0,
+    50.0, 50.0, 75.0, 75.0, 50.0, 75.0, 75.0, 75.0, 75.0, 75.0, 75.0,
+)

@@ -81,7 +81,7 @@ def test_bandai_builder_with_synthetic_clips(tmp_path, monkeypatch):
     assert b.builder_config.name == "fps30" and calls == [(str(manual), 30.0, (1, 2))]
     assert {s: b.info.splits[s].num_examples for s in ("train", "val", "test")} == {
         "train": 3, "val": 1, "test": 1}
-    assert list((data_dir / "bandai_namco" / "fps30" / "1.0.0").glob("*.array_record-*"))
+    assert list((data_dir / "bandai_namco" / "fps30" / "2.0.0").glob("*.array_record-*"))
     ref = dict(zip([c.name for c in clips], P.clips_to_arrays(clips)))
     train = tb.data_source("bandai", "train", data_dir)
     recs = _by_name(train)

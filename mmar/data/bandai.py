@@ -24,6 +24,17 @@ except in three dataset-1 clips (``run_normal_001``, ``dash_normal_001``, ``walk
 where it carries the forward travel (up to 2.7 m) instead of ``Hips``. The pelvis is about
 0.91 m above y = 0 and the lowest foot joint (ankle/toe joint centres) 2.5-5.5 cm above it:
 the floor is y = 0 and no clip is translated.
+
+Joint frames: every bone runs along its joint's local X axis (``+X`` on the left side and the
+spine, ``-X`` on the right: the right limbs' frames are the left ones turned half a turn), so the
+pose with all rotations zero is no body pose (the spine, the left leg and the left arm all point
+the same way). The canonical rest pose (:func:`mmar.data.bvh.rest_alignment`) therefore uses
+the T-pose declared in :data:`BANDAI_TPOSE`: where each joint's local X and Y axes point when the
+body stands in the canonical T-pose (facing +Z, Y up, left towards +X). It was read off the data:
+over all 28,965 frames of dataset 1, each joint's frame, expressed in the body frame of that
+frame (hips and chest) and turned by the smallest rotation that brings its bone onto its T-pose
+direction, has its Y axis within 8 degrees (median; 4-11 for legs, feet and spine, 24-32 for the
+arms, which move most) of the axis listed.
 """
 from __future__ import annotations
 
@@ -40,6 +51,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "BANDAI_SCALE",
+    "BANDAI_TPOSE",
     "BANDAI_FPS",
     "bandai_root",
     "bandai_archives",
@@ -51,6 +63,17 @@ __all__ = [
 ]
 
 BANDAI_SCALE = 0.01  # centimetres -> metres
+
+# Where each joint's local X and Y axes point in the canonical T-pose (see the module docstring).
+_SPINE, _LEFT_ARM, _RIGHT_ARM = ("+Y", "+Z"), ("+X", "+Y"), ("+X", "-Y")
+BANDAI_TPOSE: dict[str, tuple[str, str]] = {
+    "Hips": ("+Y", "-X"),
+    "Spine": _SPINE, "Chest": _SPINE, "Neck": _SPINE, "Head": _SPINE,
+    "Shoulder_L": _LEFT_ARM, "UpperArm_L": _LEFT_ARM, "LowerArm_L": _LEFT_ARM, "Hand_L": _LEFT_ARM,
+    "Shoulder_R": _RIGHT_ARM, "UpperArm_R": _RIGHT_ARM, "LowerArm_R": _RIGHT_ARM, "Hand_R": _RIGHT_ARM,
+    "UpperLeg_L": ("-Y", "+X"), "LowerLeg_L": ("-Y", "+X"), "Foot_L": ("+Z", "+X"), "Toes_L": ("+Z", "+X"),
+    "UpperLeg_R": ("+Y", "+X"), "LowerLeg_R": ("+Y", "+X"), "Foot_R": ("-Z", "+X"), "Toes_R": ("-Z", "+X"),
+}
 BANDAI_FPS = 30.0
 ENV_VAR = "MMAR_BANDAI_DIR"
 _ARCHIVE_GLOB = {

@@ -31,7 +31,8 @@ import numpy as np
 from mmar.data.clip import clips_to_arrays, load_arrays, resample_clips, save_arrays
 
 SPLITS = ("train", "val", "test")
-_VERSION = 1
+# 2: rotations from the canonical T-pose (mmar.data.bvh.rest_alignment) instead of Bandai's bone frames
+_VERSION = 2
 # the per-clip arrays of the mmar convert layout, as the evaluation reads them
 ARRAY_KEYS = ("joints", "rot6d", "root", "sparse", "offsets", "fps")
 

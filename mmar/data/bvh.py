@@ -29,6 +29,12 @@ turned into matrices at once (:func:`mmar.geometry_np.euler_to_matrix`, float64,
 float32), so a clip of a few hundred frames parses in a few milliseconds. Malformed input raises
 :class:`mmar.errors.DataFormatError` naming the file and the 1-based line.
 
+Retargeting to SMPL-22 (:meth:`BvhData.retarget`, the one implementation behind
+:meth:`mmar.data.clip.Clip.retarget` and the import workers) expresses global rotations from
+the canonical T-pose (:func:`rest_alignment`, docs/design.md "Canonical rest pose"), so the
+sparse input does not depend on the file's local axes or rest pose. The joint maps of CMU
+ASF/BVH and Mixamo skeletons are registered here (``cmu_asf``, ``cmu_bvh``, ``mixamo``).
+
 The numpy-only core (:func:`parse_bvh_arrays`) imports neither JAX nor
 :mod:`mmar.data.clip` (its geometry is :mod:`mmar.geometry_np`), so worker processes of
 :mod:`mmar.data.sources` start quickly.
@@ -44,11 +50,14 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from mmar.data.arrays import FPS_RANGE, nonfinite_report
+from mmar.data.arrays import FPS_RANGE, JOINT_MAPS, nonfinite_report, register_joint_map
+from mmar.data.bandai import BANDAI_TPOSE
 from mmar.errors import DataFormatError
 from mmar.geometry_np import (
+    axis_vector,
     euler_to_matrix,
     forward_kinematics,
+    frame_from_directions,
     matrix_to_euler,
     matrix_to_quaternion,
     matvec,
@@ -56,6 +65,7 @@ from mmar.geometry_np import (
     resample_index,
     slerp,
 )
+from mmar.skeleton import CANONICAL_REST_RULES, CANONICAL_REST_TOLERANCE_DEG, NUM_JOINTS, SMPL22_NAMES
 
 if TYPE_CHECKING:  # pragma: no cover
     from mmar.data.clip import Clip
@@ -68,6 +78,12 @@ __all__ = [
     "write_bvh",
     "fps_from_frame_time",
     "decode_text",
+    "RestAlignment",
+    "rest_alignment",
+    "register_rest_pose",
+    "REST_POSES",
+    "CANONICAL_MAPS",
+    "FILE_FRAMES",
 ]
 
 _ROT_CHANNELS = {"xrotation": "X", "yrotation": "Y", "zrotation": "Z"}
@@ -103,11 +119,20 @@ class BvhData:
         offs = self.offsets if self.local_trans is None else self.local_trans
         return forward_kinematics(self.local_rot, offs, self.parents, self.root_pos)
 
-    def retarget(self, mapping: Sequence, names: Sequence[str], parents: Sequence[int]) -> "BvhData":
+    def retarget(self, mapping: Sequence, names: Sequence[str], parents: Sequence[int],
+                 canonical: bool | str = "auto") -> "BvhData":
         """numpy twin of :meth:`mmar.data.clip.Clip.retarget` (same rules, float64 inside):
-        ``mapping`` lists, for each target joint, a source joint name or ``("mid", a, b)``.
-        Global rotations and positions of mapped joints are kept, local rotations re-derived
-        on the target tree, offsets are the per-frame bone vectors' median over time."""
+        ``mapping`` lists, for each target joint, a source joint name, ``("mid", a, b)`` (the
+        midpoint of ``a`` and ``b``, ``a``'s rotation) or ``("at", a, b)`` (``a``'s rotation at
+        ``b``'s position). Global rotations and positions of mapped joints are kept, local
+        rotations re-derived on the target tree, offsets are the per-frame bone vectors' median
+        over time.
+
+        For an SMPL-22 target the global rotations are first re-expressed from the canonical
+        T-pose (:func:`rest_alignment`; ``canonical``: ``"auto"`` keeps the file's joint frames,
+        with a warning, when the skeleton's rest pose is not recognised; ``True`` raises
+        :class:`DataFormatError` then; ``False`` always keeps the file's frames). Joint
+        positions do not depend on it."""
         g_rot, g_pos = self.global_transforms()
         idx = {n: i for i, n in enumerate(self.names)}
 
@@ -121,15 +146,30 @@ class BvhData:
         for spec in mapping:
             if isinstance(spec, tuple):
                 kind, a, b = spec
-                if kind != "mid":
+                if kind == "mid":
+                    rots.append(g_rot[:, col(a)])
+                    poss.append(0.5 * (g_pos[:, col(a)] + g_pos[:, col(b)]))
+                elif kind == "at":
+                    rots.append(g_rot[:, col(a)])
+                    poss.append(g_pos[:, col(b)])
+                else:
                     raise ValueError(f"unknown joint spec {spec}")
-                rots.append(g_rot[:, col(a)])
-                poss.append(0.5 * (g_pos[:, col(a)] + g_pos[:, col(b)]))
             else:
                 rots.append(g_rot[:, col(spec)])
                 poss.append(g_pos[:, col(spec)])
         G = np.stack(rots, 1)
         P = np.stack(poss, 1)
+        if canonical and tuple(names) == SMPL22_NAMES:
+            align = rest_alignment(self.names, self.parents, self.offsets, mapping)
+            if align.rest == FILE_FRAMES:
+                msg = (f"the rest pose of this skeleton is not recognised as a standing T- or A-pose "
+                       f"({align.reason}); global rotations stay in the file's joint frames, not the canonical "
+                       f"ones (see mmar.data.bvh.register_rest_pose)")
+                if canonical is True:
+                    raise DataFormatError(msg)
+                warnings.warn(msg, stacklevel=2)
+            else:
+                G = G @ align.rotations
         par = np.asarray(parents[1:], np.int64)
         Gp_T = np.swapaxes(G[:, par], -1, -2)
         local = np.concatenate([G[:, :1], Gp_T @ G[:, 1:]], 1)
@@ -795,3 +835,199 @@ def write_bvh(
         out.extend("" for _ in range(T))
     with open(os.fspath(path), "w", newline="\n") as f:
         f.write("\n".join(out) + "\n")
+
+
+# --------------------------------------------------------------------------
+# the canonical rest pose
+# --------------------------------------------------------------------------
+
+#: Joint maps whose skeletons already have the canonical joint frames (identity global
+#: rotations in the canonical T-pose): SMPL-22 files, e.g. written by mmar itself.
+CANONICAL_MAPS: set[str] = {"smpl22"}
+
+#: Declared T-poses of skeletons whose rest pose (all rotations zero) is not a standing pose:
+#: joint map name -> {source joint: (world direction of its local X axis, of its local Y
+#: axis) when the body stands in the canonical T-pose}. Joints not listed turn with their
+#: parent (the root: not at all).
+REST_POSES: dict[str, dict[str, tuple[str, str]]] = {"bandai": dict(BANDAI_TPOSE)}
+
+#: ``RestAlignment.rest`` when no rest pose was recognised: the file's joint frames are kept.
+FILE_FRAMES = "file frames"
+
+# Further skeletons (registered with mmar.data.arrays.register_joint_map on import).
+# CMU and HDM05 ASF/AMC bone names (mmar.data.asf: a joint sits where its bone starts). The
+# head rotates with the skull ("head") but sits at the top of the lower neck bone
+# ("upperneck" starts there), 10 cm above the neck base, where Bandai's head joint also sits;
+# the wrist is the middle of the short "lwrist" bone (its start is 5 cm short of the wrist, its
+# end 6 cm past it on HDM05's bk) and turns with the hand ("lhand", the palm).
+_EXTRA_JOINT_MAPS = {
+    "cmu_asf": (
+        "root", "lfemur", "rfemur", "lowerback", "ltibia", "rtibia", "upperback", "lfoot", "rfoot",
+        "thorax", "ltoes", "rtoes", "lowerneck", "lclavicle", "rclavicle", ("at", "head", "upperneck"),
+        "lhumerus", "rhumerus", "lradius", "rradius", ("mid", "lhand", "lwrist"), ("mid", "rhand", "rwrist"),
+    ),
+    # the same bones under the names of the CMU BVH conversions (LHipJoint, LowerBack, Neck1, ...)
+    "cmu_bvh": (
+        "Hips", "LeftUpLeg", "RightUpLeg", "LowerBack", "LeftLeg", "RightLeg", "Spine", "LeftFoot", "RightFoot",
+        "Spine1", "LeftToeBase", "RightToeBase", "Neck", "LeftShoulder", "RightShoulder", ("at", "Head", "Neck1"),
+        "LeftArm", "RightArm", "LeftForeArm", "RightForeArm", ("mid", "LeftFingerBase", "LeftHand"),
+        ("mid", "RightFingerBase", "RightHand"),
+    ),
+    # Mixamo rigs (joint names with the "mixamorig:" prefix)
+    "mixamo": tuple(
+        f"mixamorig:{n}" for n in (
+            "Hips", "LeftUpLeg", "RightUpLeg", "Spine", "LeftLeg", "RightLeg", "Spine1", "LeftFoot", "RightFoot",
+            "Spine2", "LeftToeBase", "RightToeBase", "Neck", "LeftShoulder", "RightShoulder", "Head", "LeftArm",
+            "RightArm", "LeftForeArm", "RightForeArm", "LeftHand", "RightHand")
+    ),
+}
+for _name, _mapping in _EXTRA_JOINT_MAPS.items():
+    if _name not in JOINT_MAPS:
+        register_joint_map(_name, _mapping)
+
+
+def register_rest_pose(name: str, pose: dict[str, tuple[str, str]]) -> None:
+    """Declare the T-pose of the skeleton of joint map ``name`` (see :data:`REST_POSES`), for
+    skeletons whose zero-rotation pose is not a standing pose."""
+    checked = {}
+    for joint, (x, y) in pose.items():
+        a, b = axis_vector(x), axis_vector(y)
+        if abs(float(a @ b)) > 1e-9:
+            raise ValueError(f"rest pose {name!r}: joint {joint!r} needs two orthogonal axes, got {x} and {y}")
+        checked[str(joint)] = (x, y)
+    REST_POSES[name] = checked
+
+
+@dataclasses.dataclass(frozen=True)
+class RestAlignment:
+    """How a skeleton's joint frames relate to the canonical T-pose frames.
+
+    ``rotations (22, 3, 3)``: per SMPL-22 joint, ``K`` with ``canonical global rotation =
+    source global rotation @ K`` (the source joint whose rotation the joint map uses);
+    ``rest``: which rest pose gave them (``"canonical"``, ``"zero pose"``, ``"declared
+    T-pose of '<map>'"`` or :data:`FILE_FRAMES`, then ``K`` is the identity); ``reason``: why
+    each candidate rest pose was refused."""
+
+    rotations: np.ndarray
+    rest: str
+    reason: str = ""
+
+
+def _map_name(mapping: Sequence) -> str | None:
+    m = tuple(mapping)
+    for key, value in JOINT_MAPS.items():
+        if tuple(value) == m:
+            return key
+    return None
+
+
+def _spec_joints(spec) -> tuple[str, tuple[str, ...]]:
+    """``(joint whose rotation is used, joints whose positions are averaged)`` of a map entry."""
+    if isinstance(spec, tuple):
+        kind, a, b = spec
+        if kind == "mid":
+            return a, (a, b)
+        if kind == "at":
+            return a, (b,)
+        raise ValueError(f"unknown joint spec {spec}")
+    return spec, (spec,)
+
+
+def canonical_rest_frames(pos: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """The canonical frames ``R (22, 3, 3)`` of SMPL-22 joints at rest positions ``pos (22,
+    3)`` by :data:`mmar.skeleton.CANONICAL_REST_RULES`, and ``None``, or a sentence saying why
+    the pose is not a standing T- or A-pose (a degenerate frame, or a bone more than
+    :data:`~mmar.skeleton.CANONICAL_REST_TOLERANCE_DEG` from its canonical direction)."""
+    pos = np.asarray(pos, np.float64)
+    R = np.tile(np.eye(3), (NUM_JOINTS, 1, 1))
+    order = [0, 9] + [j for j in range(NUM_JOINTS) if j not in (0, 9)]
+    for j in order:
+        pa, (a, b), sa, ref = CANONICAL_REST_RULES[j]
+        primary = pos[b] - pos[a]
+        if ref[0] == "joints":
+            secondary = pos[ref[2]] - pos[ref[1]]
+        else:
+            secondary = R[ref[1]] @ axis_vector(sa)
+        if np.linalg.norm(primary) < 1e-6:
+            return R, f"{SMPL22_NAMES[a]} and {SMPL22_NAMES[b]} are at the same place"
+        R[j], sin = frame_from_directions(primary, secondary, pa, sa)
+        if sin < 0.25:
+            return R, f"the frame of {SMPL22_NAMES[j]} is degenerate ({SMPL22_NAMES[a]} -> {SMPL22_NAMES[b]} is " \
+                      f"nearly parallel to its reference direction)"
+    body = R[0].T
+    for j in range(1, NUM_JOINTS):
+        pa, (a, b), _, _ = CANONICAL_REST_RULES[j]
+        d = body @ (pos[b] - pos[a])
+        cos = float(d @ axis_vector(pa)) / max(float(np.linalg.norm(d)), 1e-12)
+        ang = math.degrees(math.acos(min(1.0, max(-1.0, cos))))
+        if ang > CANONICAL_REST_TOLERANCE_DEG[j]:
+            return R, (f"{SMPL22_NAMES[a]} -> {SMPL22_NAMES[b]} is {ang:.0f} degrees from its T-pose direction "
+                       f"({pa} in the pelvis frame)")
+    hips = pos[1] - pos[2]
+    up = pos[9] - pos[0]
+    ang = math.degrees(math.acos(float(hips @ up) / max(float(np.linalg.norm(hips) * np.linalg.norm(up)), 1e-12)))
+    if abs(ang - 90.0) > 40.0:
+        return R, f"the hips are {ang:.0f} degrees from the spine"
+    return R, None
+
+
+def _rest_fk(parents: Sequence[int], offsets: np.ndarray, rot: np.ndarray) -> np.ndarray:
+    """Positions of a pose given by global rotations ``rot (J, 3, 3)`` (root at the origin)."""
+    off = np.asarray(offsets, np.float64)
+    pos = np.zeros((len(parents), 3))
+    for j in range(1, len(parents)):
+        p = parents[j]
+        pos[j] = pos[p] + rot[p] @ off[j]
+    return pos
+
+
+def _declared_rotations(names: Sequence[str], parents: Sequence[int], pose: dict) -> np.ndarray:
+    rot = np.tile(np.eye(3), (len(names), 1, 1))
+    for j, n in enumerate(names):
+        if n in pose:
+            x, y = (axis_vector(a) for a in pose[n])
+            rot[j] = np.stack([x, y, np.cross(x, y)], -1)
+        elif parents[j] >= 0:
+            rot[j] = rot[parents[j]]
+    return rot
+
+
+def rest_alignment(names: Sequence[str], parents: Sequence[int], offsets: np.ndarray,
+                   mapping: Sequence) -> RestAlignment:
+    """Tie a skeleton's joint frames to the canonical T-pose frames (docs/design.md,
+    "Canonical rest pose").
+
+    The rest pose is the first of: the skeleton's zero-rotation pose (its ``offsets``), when
+    that is a standing T- or A-pose (:func:`canonical_rest_frames` says so); the T-pose
+    declared for its joint map in :data:`REST_POSES` (Bandai's rig, whose zero pose is not a
+    body pose). Maps in :data:`CANONICAL_MAPS` are canonical as they are. With rest-pose
+    global rotations ``G_rest`` and the canonical frames ``R`` built from the rest positions,
+    ``K = G_rest^T R`` per joint, so that ``G @ K`` is the canonical global rotation of any
+    pose ``G``; it depends on neither the local axes nor on whether the rest pose is a T- or
+    an A-pose (arms lowered in the body's frontal plane). When no rest pose is recognised,
+    ``K`` is the identity and ``rest`` is :data:`FILE_FRAMES`.
+    """
+    ident = np.tile(np.eye(3), (NUM_JOINTS, 1, 1))
+    name = _map_name(mapping)
+    if name in CANONICAL_MAPS:
+        return RestAlignment(ident, "canonical")
+    idx = {n: i for i, n in enumerate(names)}
+    try:
+        specs = [_spec_joints(spec) for spec in mapping]
+        rot_idx = [idx[r] for r, _ in specs]
+        pos_idx = [[idx[p] for p in ps] for _, ps in specs]
+    except KeyError as e:
+        raise KeyError(f"joint {e.args[0]!r} not in skeleton {tuple(names)}") from None
+    candidates = [("zero pose", np.tile(np.eye(3), (len(names), 1, 1)))]
+    if name in REST_POSES:
+        candidates.append((f"declared T-pose of {name!r}", _declared_rotations(names, parents, REST_POSES[name])))
+    reasons = []
+    for rest, rot in candidates:
+        P = _rest_fk(parents, offsets, rot)
+        pos = np.stack([P[ps].mean(0) for ps in pos_idx])
+        R, problem = canonical_rest_frames(pos)
+        if problem is None:
+            K = np.swapaxes(rot[rot_idx], -1, -2) @ R
+            return RestAlignment(K, rest)
+        reasons.append(f"{rest}: {problem}")
+    return RestAlignment(ident, FILE_FRAMES, "; ".join(reasons))

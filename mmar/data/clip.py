@@ -4,7 +4,8 @@ and the arrays of the ``mmar convert`` layout.
 A :class:`Clip` holds local joint rotations on its own skeleton, the root translation in
 metres (Y up, see ``docs/design.md``), the frame rate, labels and captions. Importers produce
 clips on the source skeleton; :meth:`Clip.retarget` maps them to SMPL-22 with a joint-name map
-that is plain data (:data:`JOINT_MAPS`), so a user can register a new skeleton.
+that is plain data (:data:`JOINT_MAPS`), so a user can register a new skeleton, and expresses
+rotations from the canonical T-pose (:func:`mmar.data.bvh.rest_alignment`).
 
 The joint maps, ``SPARSE_SLICES`` and the npz reader / writer (``save_arrays``,
 ``load_arrays``) live in the numpy-only :mod:`mmar.data.arrays` and are re-exported here.
@@ -29,7 +30,9 @@ from mmar.data.arrays import (  # noqa: F401
     register_joint_map,
     save_arrays,
 )
-from mmar.errors import ShapeError
+# importing mmar.data.bvh also registers its joint maps (CMU ASF / BVH and Mixamo names)
+from mmar.data.bvh import REST_POSES, register_rest_pose, rest_alignment  # noqa: F401
+from mmar.errors import DataFormatError, ShapeError, few
 from mmar.skeleton import NUM_JOINTS, SMPL22_NAMES, SMPL22_PARENTS, SPARSE_JOINTS, SPARSE_SLICES  # noqa: F401
 
 
@@ -64,6 +67,20 @@ class Skeleton:
             return self.names.index(name)
         except ValueError:
             raise KeyError(f"joint {name!r} not in skeleton {self.names}") from None
+
+
+class MissingJointsError(DataFormatError, KeyError):
+    """A joint map needs joints that the skeleton lacks; the message names them, the map and the
+    file."""
+
+    def __init__(self, map_name: str, missing: Sequence[str], source: str | None = None):
+        self.map_name = map_name
+        self.missing = tuple(missing)
+        super().__init__(f"joint map {map_name!r} needs joint{'s' if len(missing) > 1 else ''} the skeleton lacks: "
+                         f"{few(missing, 10)}", source or None)
+
+    def __str__(self) -> str:  # KeyError would show the repr
+        return Exception.__str__(self)
 
 
 def smpl22_skeleton(offsets: np.ndarray) -> Skeleton:
@@ -132,30 +149,43 @@ class Clip:
     def joints(self) -> np.ndarray:
         return self.global_transforms()[1]
 
-    def retarget(self, joint_map: str | Sequence[JointSpec] | None = None) -> "Clip":
-        """Map onto SMPL-22 by joint names. Global positions and rotations of mapped joints are
-        kept; local rotations are re-derived on the SMPL-22 tree; each offset is the median over
-        frames of the bone vector in its parent's frame (exact for the constant bone lengths of
-        a mocap skeleton). Runs in numpy (:meth:`mmar.data.bvh.BvhData.retarget`, the same code
-        the import workers use)."""
+    def retarget(self, joint_map: str | Sequence[JointSpec] | None = None, canonical: bool | str = "auto") -> "Clip":
+        """Map onto SMPL-22 by joint names. Global positions of mapped joints are kept, and their
+        global rotations re-expressed from the canonical T-pose (docs/design.md, "Canonical rest
+        pose"; :func:`mmar.data.bvh.rest_alignment`: ``canonical="auto"`` keeps the file's joint
+        frames, with a warning, when the skeleton's rest pose is not recognised, ``True`` raises
+        then, ``False`` always keeps them); local rotations are re-derived on the SMPL-22 tree;
+        each offset is the median over frames of the bone vector in its parent's frame (exact
+        for the constant bone lengths of a mocap skeleton). Runs in numpy
+        (:meth:`mmar.data.bvh.BvhData.retarget`, the same code the import workers use).
+
+        A joint the map needs but the skeleton lacks raises :class:`MissingJointsError` (a
+        :class:`~mmar.errors.DataFormatError` and a ``KeyError``) naming every missing joint, the
+        map and the clip's source."""
         if isinstance(joint_map, str):
+            map_name = joint_map
             mapping = JOINT_MAPS[joint_map]
         elif joint_map is None:
-            mapping = JOINT_MAPS[guess_joint_map(self.skeleton.names)]
+            map_name = guess_joint_map(self.skeleton.names)
+            mapping = JOINT_MAPS[map_name]
         else:
+            map_name = "custom"
             mapping = tuple(joint_map)
         if len(mapping) != NUM_JOINTS:
             raise ShapeError(f"joint map needs {NUM_JOINTS} entries, got {len(mapping)}")
         from mmar.data.bvh import BvhData
 
-        for spec in mapping:  # name every missing joint before any work
-            for n in (spec[1:] if isinstance(spec, tuple) else (spec,)):
-                self.skeleton.index(n)
+        have = set(self.skeleton.names)
+        missing = [n for spec in mapping for n in (spec[1:] if isinstance(spec, tuple) else (spec,))
+                   if n not in have]
+        if missing:  # name every missing joint before any work
+            raise MissingJointsError(map_name, sorted(set(missing), key=missing.index), self.source or self.name)
         src = BvhData(names=self.skeleton.names, parents=self.skeleton.parents,
                       offsets=self.skeleton.offsets, channels=(), local_rot=self.local_rot,
                       root_pos=self.root_pos, local_trans=self.local_trans, fps=self.fps,
                       frame_time=1.0 / self.fps)
-        out = src.retarget(mapping, SMPL22_NAMES, SMPL22_PARENTS)  # one implementation, numpy
+        # one implementation, numpy
+        out = src.retarget(mapping, SMPL22_NAMES, SMPL22_PARENTS, canonical=canonical)
         local, offsets = out.local_rot, out.offsets
         return Clip(
             name=self.name,

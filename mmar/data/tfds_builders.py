@@ -184,8 +184,9 @@ class BandaiNamco(_Builder):
     """Bandai Namco Research Motion Datasets 1 and 2, retargeted to SMPL-22."""
 
     name = "bandai_namco"
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "SMPL-22 arrays, sparse features, labels and captions."}
+    VERSION = tfds.core.Version("2.0.0")
+    RELEASE_NOTES = {"1.0.0": "SMPL-22 arrays, sparse features, labels and captions.",
+                     "2.0.0": "Rotations from the canonical T-pose (docs/design.md, Canonical rest pose)."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         "Point manual_dir at the folder holding the Bandai-Namco-Research-Motiondataset-*.tar.xz "
         "archives and the cfg-1/ cfg-2/ label lists (e.g. ../shared/data/bandai-namco)."

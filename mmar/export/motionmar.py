@@ -7,6 +7,11 @@ function with fixed shapes. Decoding is deterministic (the soft codebook mix, or
 code); no RNG op is exported. A headset runs it like the AGRoL-MLP window model: keep the last
 20 sparse frames (the first frame repeated before the stream starts) and call it once per new
 frame (:class:`mmar.export.runtime.WindowRuntime`).
+
+Heading frame (``frame="heading"`` in the config): the graph's input and output stay in the
+world; it expresses the window in its last frame's heading frame before the SAC, the decoder and
+the MRN and turns the root orientation back (:func:`mmar.models.motionmar.infer_window`; a few
+elementwise ops, no trigonometry).
 """
 from __future__ import annotations
 
@@ -26,7 +31,9 @@ def export_model(ar_config):
 
 def motionmar_window_fn(model, variables, vq_model, vq_variables, *, decode: str = "soft",
                         temperature: float = 2.75, guidance: float = 1.0, refine: bool = True) -> Callable:
-    """``sparse (1, W, 54) -> {"rot6d": (1, 22, 6)}`` (the window's last frame)."""
+    """``sparse (1, W, 54) -> {"rot6d": (1, 22, 6)}`` (the window's last frame, root orientation in
+    the world; with ``model.config.frame == "heading"`` the heading-frame transform and its
+    inverse are part of the function, as in :func:`mmar.models.motionmar.infer_window`)."""
     from mmar.errors import ConfigError
     from mmar.models.motionmar import infer_window
 

@@ -33,6 +33,16 @@ Online use (:func:`predict_online`): a sliding window over the stream. Frame ``t
 last frame of the window ``[t - W + 1, t]`` (start edge-padded), so the output never looks
 ahead; ``hop > 1`` predicts ``hop`` frames per window (the last ``hop``) for faster offline
 evaluation at the cost of up to ``hop - 1`` frames of latency.
+
+Input frame (``MotionMARConfig.frame``, :mod:`mmar.models.heading`): ``"world"`` is the layout
+above. With ``"heading"`` each window is expressed in the heading frame of its **last** frame's
+head before anything reads it: the SAC, the VQ-VAE decoder and the MRN read
+``sparse_to_frame(window)``, the teacher-forcing codes of :func:`ar_loss` come from the window's
+poses with the root orientation ``H^T R`` (:func:`window_to_frame`), and :func:`infer_window`
+turns the root orientation of every returned frame back to the world (``H R``, the window's
+last-frame heading for all of them, so with ``hop > 1`` every predicted frame uses it). The
+frozen TMT VQ-VAE must have been trained in the same frame (``tmt_vqvae``'s ``model.frame``).
+The modules and their parameters are the same in either mode.
 """
 from __future__ import annotations
 
@@ -45,6 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmar.errors import ConfigError, ShapeError
+from mmar.models import heading
 from mmar.models.conditioning import Conditioning, SparseScaleControl
 from mmar.models.sampling import MOTIONMAR_SOFT_TEMPERATURE, gumbel_max, soft_codebook_mix
 from mmar.models.scale_ar import REMAT_POLICIES, ScaleARConfig, ScaleARTransformer, ScaleSchedule, cfg_logits, \
@@ -75,9 +86,11 @@ class MotionMARConfig:
     mrn_layers: int = 2
     mrn_unroll: bool = False  # unroll the GRUs over the window (export: no while loop in the graph)
     remat: str = "none"  # per-block rematerialisation of the MAN (ScaleARConfig.remat)
+    frame: str = "world"  # 'world' | 'heading': each window in its last frame's heading frame (module docstring)
 
     def __post_init__(self):
         object.__setattr__(self, "lengths", tuple(int(x) for x in self.lengths))
+        heading.check_frame(self.frame, "MotionMARConfig.frame")
         if self.remat not in REMAT_POLICIES:
             raise ConfigError(f"MotionMARConfig.remat must be one of {REMAT_POLICIES}, got {self.remat!r}")
         if not self.lengths or any(b < a for a, b in zip(self.lengths, self.lengths[1:])):
@@ -228,6 +241,36 @@ def check_compatible(config: MotionMARConfig, vq_config) -> None:
 
 
 # --------------------------------------------------------------------------
+# the heading frame of a window
+# --------------------------------------------------------------------------
+
+def _pose_frames(pose: Array, frame: "heading.HeadingFrame", inverse: bool) -> Array:
+    if pose.shape[-1] % 6:
+        raise ShapeError(f"pose features must be joints x 6D, got shape {tuple(pose.shape)}")
+    r = pose.reshape(pose.shape[:-1] + (pose.shape[-1] // 6, 6))
+    r = heading.pose_from_frame(r, frame) if inverse else heading.pose_to_frame(r, frame)
+    return r.reshape(pose.shape)
+
+
+def pose_features_to_frame(pose: Array, frame: "heading.HeadingFrame") -> Array:
+    """Pose features ``(..., J * 6)`` (local 6D, joint 0 the global root orientation) with the
+    root orientation in ``frame`` (``H^T R_root``); the other joints are unchanged."""
+    return _pose_frames(pose, frame, inverse=False)
+
+
+def pose_features_from_frame(pose: Array, frame: "heading.HeadingFrame") -> Array:
+    """Inverse of :func:`pose_features_to_frame` (``H R_root``)."""
+    return _pose_frames(pose, frame, inverse=True)
+
+
+def window_to_frame(sparse: Array, pose: Array | None = None):
+    """Windows ``sparse (B, W, 54)`` (and ``pose (B, W, J * 6)``) in the heading frame of each
+    window's last frame: ``(frame, sparse_in_frame, pose_in_frame or None)``."""
+    f = heading.window_frame(sparse)
+    return f, heading.sparse_to_frame(sparse, f), None if pose is None else pose_features_to_frame(pose, f)
+
+
+# --------------------------------------------------------------------------
 # inference
 # --------------------------------------------------------------------------
 
@@ -242,7 +285,23 @@ def infer_window(model: MotionMAR, variables, vq_model, vq_vars, sparse: Array, 
     given as an input). ``guidance != 1`` runs the conditional and the condition-dropped
     rows together and mixes the logits as MotionMAR does (``w c - (w - 1) u``). ``refine``
     applies the MRN. One cached transformer pass per scale; fixed shapes throughout.
+
+    ``sparse`` is in the world either way; with ``frame="heading"`` the window is decoded in
+    its last frame's heading frame and the root orientation of every returned frame is turned
+    back to the world (``H R``).
     """
+    kw = dict(decode=decode, temperature=temperature, guidance=guidance, noise=noise, refine=refine)
+    if model.config.frame == "heading":
+        f, sparse_f, _ = window_to_frame(sparse)
+        out = _infer_window(model, variables, vq_model, vq_vars, sparse_f, **kw)
+        return {**out, "pose_raw": pose_features_from_frame(out["pose_raw"], f),
+                "pose": pose_features_from_frame(out["pose"], f)}
+    return _infer_window(model, variables, vq_model, vq_vars, sparse, **kw)
+
+
+def _infer_window(model: MotionMAR, variables, vq_model, vq_vars, sparse: Array, *, decode: str,
+                  temperature: float, guidance: float, noise: Array | None, refine: bool) -> dict:
+    """:func:`infer_window` in the frame ``sparse`` is given in (no frame transform)."""
     if decode not in DECODES:
         raise ConfigError(f"decode must be one of {DECODES}, got {decode!r}")
     c = model.config
@@ -330,8 +389,17 @@ def ar_loss(model: MotionMAR, params, model_vars_extra: dict, vq_model, vq_vars,
 
     Because no gradient flows from the MRN term into MAN/SAC, a model evaluated with
     ``refine=False`` is exactly the "without MRN" ablation of the same training run.
+
+    ``sparse`` and ``pose`` are in the world; with ``frame="heading"`` both are expressed in each
+    window's last-frame heading frame first (root orientation ``H^T R``), so the codes, the
+    logits, the MRN and both error terms live in that frame (the errors are those of the
+    turned-back outputs: a rotation keeps the L2 norms).
     """
     c = model.config
+    if c.frame == "heading":
+        _, sparse, pose = window_to_frame(sparse, pose)
+    kw = {**dict(decode="soft", temperature=MOTIONMAR_SOFT_TEMPERATURE, guidance=1.0, noise=None), **(infer_kw or {}),
+          "refine": False}  # the MRN input: the unrefined decoding, in the window's frame
     codes, tf = teacher_forcing(vq_model, vq_vars, pose)
     variables = {"params": params, **model_vars_extra}
     r_drop, _ = jax.random.split(rng)
@@ -348,8 +416,7 @@ def ar_loss(model: MotionMAR, params, model_vars_extra: dict, vq_model, vq_vars,
     loss = ce
     if c.mrn and mrn_weight > 0:
         frozen = {"params": jax.lax.stop_gradient(params), **model_vars_extra}
-        raw = jax.lax.stop_gradient(
-            infer_window(model, frozen, vq_model, vq_vars, sparse, refine=False, **(infer_kw or {}))["pose_raw"])
+        raw = jax.lax.stop_gradient(_infer_window(model, frozen, vq_model, vq_vars, sparse, **kw)["pose_raw"])
         refined = model.apply(variables, raw, sparse, method=MotionMAR.refine)
         J = c.pose_dim // 6
         err = jnp.mean(jnp.linalg.norm((refined - pose).reshape(*pose.shape[:2], J, 6), axis=-1))

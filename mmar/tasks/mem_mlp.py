@@ -23,7 +23,7 @@ from mmar.errors import ConfigError
 from mmar.models import body, heading
 from mmar.models.mem_mlp import MemMLP, MemMLPConfig, init_loss_uncertainty, mem_mlp_loss, predict_clip, training_memory
 from mmar.tasks.base import BenchmarkTask, frozen_config, load_stage_variables
-from mmar.tasks.mlp_vqvae import build_vqvae
+from mmar.tasks.mlp_vqvae import build_vqvae, check_stage_frame
 
 __all__ = ["MemMLPModelConfig", "MemMLPTask", "TASK"]
 
@@ -66,8 +66,9 @@ class MemMLPModelConfig:
     vq_beta: float = 0.25
 
 
-#: the fields this config shares with its mlp_vqvae run
-VQ_FIELDS = ("vq_hidden", "vq_depth", "vq_code_dim", "vq_codebook_size", "vq_use_sparse", "vq_residual")
+#: the fields this config shares with its mlp_vqvae run (``frame``: the VQ-VAE must have been trained on
+#: windows in the frame this model expresses its memory in)
+VQ_FIELDS = ("vq_hidden", "vq_depth", "vq_code_dim", "vq_codebook_size", "vq_use_sparse", "vq_residual", "frame")
 
 
 class MemMLPTask(BenchmarkTask):
@@ -87,6 +88,8 @@ class MemMLPTask(BenchmarkTask):
         self.net = frozen_config(MemMLPConfig, m, code_dim=m.vq_code_dim)
         self.model = MemMLP(self.net)
         self.vq_model = build_vqvae(m) if self.needs_vq else None
+        if self.needs_vq:
+            check_stage_frame(m.vqvae_workdir, "mlp_vqvae", self.net.frame, "mem_mlp")
 
     @property
     def frames_per_window(self) -> int:

@@ -5,6 +5,10 @@ checkpoint is self-contained).
 Loss: :func:`mmar.models.motionmar.ar_loss` (teacher forcing, 10 % condition dropout, the MRN
 trained on the model's own inference output). Evaluation: the online protocol of the MLPs:
 frame ``t`` is predicted from the window ending at ``t``; the body is placed by the tracked head.
+``model.frame="heading"`` expresses each window -- its sparse input, its pose targets (so the
+teacher-forcing codes) and what the MRN reads -- in the heading frame of its last frame's head and
+turns the predicted root orientations back to the world (:mod:`mmar.models.motionmar`); the TMT
+VQ-VAE run must have been trained with the same ``model.frame`` (checked when the task is built).
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from mmar.models import body
 from mmar.models.motionmar import MotionMAR, MotionMARConfig, check_compatible
 from mmar.models.vqvae import TemporalVQVAE
 from mmar.tasks.base import BenchmarkTask, frozen_config, load_stage_variables
+from mmar.tasks.mlp_vqvae import check_stage_frame
 from mmar.tasks.tmt_vqvae import pose_features, vqvae_config
 
 __all__ = ["MotionMARModelConfig", "MotionMARTask", "TASK"]
@@ -52,6 +57,9 @@ class MotionMARModelConfig:
     mrn_layers: int = 2
     mrn_weight: float = 1.0
     remat: str = "none"  # per-block rematerialisation of the MAN: none | full | dots | dots_no_batch
+    # 'world' | 'heading': each window in the heading frame of its last frame's head (the TMT VQ-VAE run
+    # must have the same model.frame)
+    frame: str = "world"
     # inference
     decode: str = "soft"  # 'soft' | 'greedy'
     soft_temperature: float = 2.75
@@ -63,7 +71,7 @@ class MotionMARModelConfig:
 
 
 #: the fields this config shares with its tmt_vqvae run
-VQ_FIELDS = ("lengths", "vq_width", "vq_depth", "vq_attn", "codebook_size", "code_dim")
+VQ_FIELDS = ("lengths", "vq_width", "vq_depth", "vq_attn", "codebook_size", "code_dim", "frame")
 
 
 class MotionMARTask(BenchmarkTask):
@@ -81,6 +89,7 @@ class MotionMARTask(BenchmarkTask):
         self.vq_model = TemporalVQVAE(self.vq_cfg)
         self.ar_cfg = frozen_config(MotionMARConfig, m, vocab_size=m.codebook_size, pose_dim=132, mrn_unroll=False)
         check_compatible(self.ar_cfg, self.vq_cfg)
+        check_stage_frame(m.vqvae_workdir, "tmt_vqvae", self.ar_cfg.frame, "motionmar")
         self.model = MotionMAR(self.ar_cfg)
 
     @property
@@ -178,6 +187,9 @@ class MotionMARTask(BenchmarkTask):
 
 @functools.partial(jax.jit, static_argnames=("ar_cfg", "vq_cfg", "hop", "decode", "temperature", "guidance", "refine"))
 def _predict_windows(params, vq_vars, sparse, offsets, *, ar_cfg, vq_cfg, hop, decode, temperature, guidance, refine):
+    """The last ``hop`` frames of each window, in the world (in heading mode ``infer_window`` decodes
+    each window in its last frame's heading frame and turns every returned root orientation back
+    with that heading)."""
     from mmar.models.motionmar import MotionMAR, infer_window
     from mmar.models.vqvae import TemporalVQVAE
 

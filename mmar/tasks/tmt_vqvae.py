@@ -7,6 +7,13 @@ are re-initialised every ``vq_revive_every`` steps from the current batch's resi
 (:meth:`TMTVQVAETask.post_update`; the official code has none). Evaluation: reconstruction MPJPE
 / 6D error per number of scales used (the coarse-to-fine claim in numbers), and codebook usage
 and perplexity per scale.
+
+``model.frame`` must be the frame of the MotionMAR that will read this VQ-VAE (checked when the
+MotionMAR task is built): ``"world"`` (default; runs saved before the option read as it), or
+``"heading"``: every window -- its poses (root orientation ``H^T R``) and the sparse window the
+decoder reads -- in the heading frame of its last frame's head (:mod:`mmar.models.heading`), as
+MotionMAR feeds it in that mode (teacher-forcing codes, decoding); the evaluation's
+reconstructions are turned back to the world before forward kinematics.
 """
 from __future__ import annotations
 
@@ -18,7 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmar.errors import ConfigError
-from mmar.models import body
+from mmar.models import body, heading
+from mmar.models.motionmar import pose_features_from_frame, window_to_frame
 from mmar.models.vqvae import TemporalVQVAE
 from mmar.tasks.base import BenchmarkTask
 
@@ -40,6 +48,9 @@ class TMTVQVAEModelConfig:
     vel_weight: float = 0.5
     vq_revive_every: int = 100  # 0 disables the dead-code remedy
     vq_revive_threshold: float = 0.05
+    # 'world' | 'heading': each window in the heading frame of its last frame's head (must be the frame
+    # of the MotionMAR that reads this VQ-VAE)
+    frame: str = "world"
 
 
 def vqvae_config(m):
@@ -64,8 +75,18 @@ class TMTVQVAETask(BenchmarkTask):
 
     def __init__(self, cfg, benchmark=None):
         super().__init__(cfg, benchmark)
+        heading.check_frame(self.m.frame)
         self.vq_cfg = vqvae_config(self.m)
         self.vq_model = TemporalVQVAE(self.vq_cfg)
+
+    def _inputs(self, batch):
+        """``(sparse (B, W, 54), pose (B, W, 132))`` of a batch, in each window's heading frame in
+        heading mode."""
+        sparse = jnp.asarray(batch["sparse"], jnp.float32)
+        pose = pose_features(batch["rot6d"])
+        if self.m.frame == "heading":
+            _, sparse, pose = window_to_frame(sparse, pose)
+        return sparse, pose
 
     @property
     def frames_per_window(self) -> int:
@@ -74,8 +95,7 @@ class TMTVQVAETask(BenchmarkTask):
     window = frames_per_window
 
     def init(self, rng, batch):
-        sparse = jnp.asarray(batch["sparse"], jnp.float32)
-        pose = pose_features(batch["rot6d"])
+        sparse, pose = self._inputs(batch)
         r1, r2, r3 = jax.random.split(rng, 3)
         variables = dict(self.vq_model.init({"params": r1, "dropout": r2, "vq": r3}, pose, None, sparse))
         out = self.vq_model.apply(variables, pose, None, sparse)
@@ -84,8 +104,7 @@ class TMTVQVAETask(BenchmarkTask):
         return variables
 
     def loss(self, params, extra_vars, batch, rng, step):
-        sparse = jnp.asarray(batch["sparse"], jnp.float32)
-        pose = pose_features(batch["rot6d"])
+        sparse, pose = self._inputs(batch)
         r1, r2 = jax.random.split(rng)
         out, mutated = self.vq_model.apply({"params": params, "vq": extra_vars["vq"]}, pose, None, sparse, train=True,
                                            rngs={"dropout": r1, "vq": r2}, mutable=["vq"])
@@ -173,7 +192,7 @@ class TMTVQVAETask(BenchmarkTask):
         return out
 
     def _vq_scales(self, vq_vars):
-        return functools.partial(_vq_scales, vq_vars, vq_cfg=self.vq_cfg)
+        return functools.partial(_vq_scales, vq_vars, vq_cfg=self.vq_cfg, frame=self.m.frame)
 
     @staticmethod
     @jax.jit
@@ -182,17 +201,22 @@ class TMTVQVAETask(BenchmarkTask):
         return body.body_in_world(rot, off, sparse)
 
 
-@functools.partial(jax.jit, static_argnames=("vq_cfg",))
-def _vq_scales(vq_vars, sparse, pose, *, vq_cfg):
-    """Codes of ``pose (B, W, 132)`` and its reconstructions from the first 1..K scales."""
+@functools.partial(jax.jit, static_argnames=("vq_cfg", "frame"))
+def _vq_scales(vq_vars, sparse, pose, *, vq_cfg, frame="world"):
+    """Codes of ``pose (B, W, 132)`` and its reconstructions from the first 1..K scales (in the
+    world; with ``frame="heading"`` coded and decoded in each window's heading frame)."""
     from mmar.models.vqvae import TemporalVQVAE
 
     vq = TemporalVQVAE(vq_cfg)
+    f = None
+    if frame == "heading":
+        f, sparse, pose = window_to_frame(sparse, pose)
     codes = vq.apply(vq_vars, pose, method=lambda m, x: m.encode_codes(x))
     recs = []
     for n in range(1, vq_cfg.quantizer.num_scales + 1):
-        recs.append(vq.apply(vq_vars, codes, sparse, method=lambda m, c, s_, n=n: m.decode_latent(
-            m.quantizer.partial_reconstruction(c, n), None, s_)))
+        rec = vq.apply(vq_vars, codes, sparse, method=lambda m, c, s_, n=n: m.decode_latent(
+            m.quantizer.partial_reconstruction(c, n), None, s_))
+        recs.append(rec if f is None else pose_features_from_frame(rec, f))
     return codes, recs
 
 

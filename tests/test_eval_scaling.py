@@ -84,6 +84,10 @@ def test_compute_frontier():
     pts = [(1, 3.0), (2, 2.5), (2, 2.4), (3, 2.6), (4, 2.0), (4, 2.0), (5, float("nan")), (0, 1.0), (6, 1.9)]
     assert sc.compute_frontier(pts) == [0, 2, 4, 8]
     assert sc.compute_frontier([]) == []
+    # a slightly cheaper but worse point (1 % less compute) is the same compute: not kept
+    near = [(1.00e12, 4.45), (1.01e12, 3.94), (2.0e12, 3.5), (2.01e12, 3.6)]
+    assert sc.compute_frontier(near) == [1, 2]
+    assert sc.compute_frontier(near, merge_rtol=0.0) == [0, 1, 2]
 
 
 def test_plot_is_written(tmp_path):

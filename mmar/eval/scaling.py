@@ -31,7 +31,9 @@ Which points (:func:`compute_frontier`)
     final points alone cannot give an exponent: every evaluation of every run is a
     (training FLOPs so far, loss) point and the fit uses their lower envelope, the points that
     no point of less or equal compute beats (the compute-efficient frontier, as in Kaplan et al.
-    2020 and Hoffmann et al. 2022, approach 1). Caveat: an intermediate point belongs to a run
+    2020 and Hoffmann et al. 2022, approach 1); points within 2 % of each other's compute count
+    as the same compute (the runs of a matched sweep are evaluated at nearly equal fractions of
+    the budget). Caveat: an intermediate point belongs to a run
     whose learning-rate schedule ends later, so it over-estimates the loss a run stopped there
     would reach; the frontier is an upper bound away from the budget.
 
@@ -259,14 +261,24 @@ def fit_with_bootstrap(x: Sequence[float], y: Sequence[float], *, x_name: str = 
 # --------------------------------------------------------------------------- points
 
 
-def compute_frontier(points: Sequence[tuple[float, float]]) -> list[int]:
+def compute_frontier(points: Sequence[tuple[float, float]], merge_rtol: float = 0.02) -> list[int]:
     """Indices of the lower envelope of ``(compute, loss)`` points: a point is kept when every
-    point of less or equal compute has a higher loss (ties in compute: the lowest loss). Sorted
-    by compute; non-finite points are never kept."""
+    point of less or equal compute has a higher loss (ties in compute: the lowest loss). Points
+    whose compute is within ``merge_rtol`` (relative) of a lower-compute point count as the same
+    compute: only the lowest loss among them can be kept (matched-compute sweeps evaluate every
+    run at nearly the same fractions of the budget, and a slightly cheaper but much worse point
+    is not a frontier point). Sorted by compute; non-finite points are never kept."""
     order = sorted((i for i, (c, l) in enumerate(points) if math.isfinite(c) and math.isfinite(l) and c > 0),
                    key=lambda i: (points[i][0], points[i][1]))
-    keep, best = [], math.inf
+    groups: list[list[int]] = []
     for i in order:
+        if groups and points[i][0] <= points[groups[-1][0]][0] * (1.0 + merge_rtol):
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    keep, best = [], math.inf
+    for g in groups:
+        i = min(g, key=lambda j: points[j][1])
         if points[i][1] < best:
             keep.append(i)
             best = points[i][1]

@@ -7,7 +7,8 @@ compiles the exact step ``mmar train`` runs (donated state, shardings, ``train.c
 Models that read a frozen first stage (a VQ-VAE or tokenizer) get an *untrained* first-stage run
 of the paper-size first-stage config, written once under ``--stages`` (one step, so the
 shapes and the step's cost are those of the real pipeline; the figures do not depend on the
-first stage's weights). Then ``--steps`` steps are timed after compilation (median).
+first stage's weights). Then ``--steps`` steps are timed after compilation (median);
+``--flops-only`` compiles and counts without running a step.
 
 Prints one JSON line per model and, at the end, a markdown table: parameters, batch, FLOPs per
 step (the jaxpr's matmul FLOPs with loops counted, and XLA's count, loop bodies once),
@@ -51,7 +52,8 @@ MODELS: dict[str, tuple[str, str, str | None, str | None]] = {
 
 
 def untrained_run(name: str, root: Path, overrides: list[str]) -> Path:
-    """A first-stage run of ``configs/<name>.py`` after one step (written once under ``root``)."""
+    """An untrained first-stage run of ``configs/<name>.py`` (its initial state saved as step 0,
+    written once under ``root``)."""
     from mmar.tasks import make_task
     from mmar.train import compile_step
     from mmar.train.checkpoint import CheckpointManager
@@ -62,14 +64,13 @@ def untrained_run(name: str, root: Path, overrides: list[str]) -> Path:
         return workdir
     cfg = load_config(MODELS[name][1], ["train.steps=1", *overrides])
     c = compile_step(make_task(cfg), cfg)
-    state, _ = c.step(c.state, c.batch)
-    with CheckpointManager(workdir, async_save=False) as ckpt:
-        ckpt.save(1, state, c.iterator.get_state(), config_to_dict(cfg))
+    with CheckpointManager(workdir, async_save=False) as ckpt:  # the initial state, as step 0
+        ckpt.save(0, c.state, c.iterator.get_state(), config_to_dict(cfg))
     save_config(cfg, workdir)
     return workdir
 
 
-def measure(name: str, stages: Path, steps: int, overrides: list[str]) -> dict:
+def measure(name: str, stages: Path, steps: int, overrides: list[str], flops_only: bool = False) -> dict:
     import jax
 
     from mmar.tasks import make_task
@@ -86,6 +87,13 @@ def measure(name: str, stages: Path, steps: int, overrides: list[str]) -> dict:
     t0 = time.perf_counter()
     c = compile_step(task, cfg)
     compile_s = time.perf_counter() - t0
+    cost = c.cost
+    if flops_only:
+        return {"model": name, "label": label, "config": config, "device": cost.device_kind, "devices": cost.devices,
+                "dtype": cost.compute_dtype, "params": cost.params, "batch": cost.samples,
+                "tokens_per_step": cost.tokens, "flops_per_step": cost.flops, "xla_flops_per_step": cost.xla_flops,
+                "compile_s": round(compile_s, 1), "step_s": None, "samples_per_s": None, "tflops_per_s": None,
+                "mfu": None, "timed_steps": 0, "loss": None}
     batches = [c.next_batch() for _ in range(steps)]
     state, m = c.step(c.state, c.batch)  # first call: buffers settle
     jax.block_until_ready(m)
@@ -96,7 +104,6 @@ def measure(name: str, stages: Path, steps: int, overrides: list[str]) -> dict:
         jax.block_until_ready(m)
         times.append(time.perf_counter() - t0)
     step_s = statistics.median(times)
-    cost = c.cost
     t = throughput(cost, 1.0 / step_s)
     return {
         "model": name, "label": label, "config": config, "device": cost.device_kind, "devices": cost.devices,
@@ -115,8 +122,12 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         xla = f"{r['xla_flops_per_step'] / 1e9:,.1f}" if r["xla_flops_per_step"] is not None else "n/a"
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
+        timed = r["step_s"] is not None
+        step = f"{r['step_s']:.3f}" if timed else "not timed"
+        sps = f"{r['samples_per_s']:,.1f}" if timed else "-"
+        tfl = f"{r['tflops_per_s']:.3f}" if timed else "-"
         lines.append(f"| {r['label']} | {r['params']:,} | {r['batch']} | {r['flops_per_step'] / 1e9:,.1f} | {xla} | "
-                     f"{r['step_s']:.3f} | {r['samples_per_s']:,.1f} | {r['tflops_per_s']:.3f} | {mfu} |")
+                     f"{step} | {sps} | {tfl} | {mfu} |")
     return "\n".join(lines)
 
 
@@ -128,6 +139,7 @@ def main(argv=None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every model")
     ap.add_argument("--stages", default=None, help="folder for the untrained first-stage runs (default: a temp dir)")
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    ap.add_argument("--flops-only", action="store_true", help="compile and count, do not time")
     args = ap.parse_args(argv)
 
     import jax
@@ -140,18 +152,25 @@ def main(argv=None) -> int:
         ap.error(f"unknown model(s) {unknown}; choose from {', '.join(MODELS)}")
     stages = Path(args.stages) if args.stages else Path(tempfile.mkdtemp(prefix="mmar_stages_"))
     overrides = [f"train.compute_dtype={args.dtype}", "train.progress=false", *args.set]
-    rows = []
+    rows, failed = [], {}
     for name in names:
-        row = measure(name, stages, args.steps, overrides)
+        try:
+            row = measure(name, stages, args.steps, overrides, flops_only=args.flops_only)
+        except Exception as e:  # noqa: BLE001 - e.g. out of memory: report it and go on
+            failed[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            print(f"{name}: FAILED {failed[name]}", file=sys.stderr, flush=True)
+            continue
         rows.append(row)
         print(json.dumps(row), flush=True)
     dev = jax.devices()[0]
     where = cpu_model() if dev.platform == "cpu" else dev.device_kind
     print(f"\n{len(jax.devices())} x {dev.platform} ({where}), JAX {jax.__version__}, {args.dtype}\n")
     print(table(rows))
+    for name, why in failed.items():
+        print(f"\n{name}: failed: {why}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

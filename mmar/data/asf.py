@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 import mmar.data.bvh  # noqa: F401 (registers the "cmu_asf" joint map)
+from mmar.data.bvh import _float as _bvh_float
 from mmar.data.arrays import check_fps
 from mmar.errors import DataFormatError
 from mmar.geometry_np import euler_to_matrix
@@ -197,14 +198,7 @@ def _lines(text: str):
             yield ln, toks
 
 
-def _num(tok: str, path: str, ln: int, what: str) -> float:
-    try:
-        v = float(tok)
-    except ValueError:
-        raise DataFormatError(f"bad number {tok!r} in {what}", path, ln) from None
-    if not math.isfinite(v):
-        raise DataFormatError(f"non-finite number {tok!r} in {what}", path, ln)
-    return v
+_num = _bvh_float  # one finite number of the file, or a DataFormatError naming file and line
 
 
 def _nums(toks: Sequence[str], n: int, path: str, ln: int, what: str) -> list[float]:

@@ -326,6 +326,7 @@ def training_memory(
     rng: Array | None = None,
     code_dim: int = 64,
     frame: "heading.HeadingFrame | None" = None,
+    mix: Array | float = 1.0,
 ) -> dict:
     """Training memory for windows whose previous window is ``(sparse_prev, rot6d_prev)``.
 
@@ -335,8 +336,10 @@ def training_memory(
     so training sees memories between teacher forcing and inference conditions; the code
     vectors are re-encoded from the blended motion. Without it this is ``make_memory`` on the
     ground truth (the paper's scheme, whose inference gap is covered by the latent blend inside
-    each Memory-Block). ``frame``: as in :func:`make_memory` (every input, the prediction too,
-    in the world).
+    each Memory-Block). ``mix`` in ``[0, 1]`` scales the prediction's share: ``beta = 1 - mix *
+    (1 - u)``, ``u ~ U(0, 1)`` (``mix=1``: the blend above; ``0``: ground truth), for a schedule
+    from teacher forcing to the blend. ``frame``: as in :func:`make_memory` (every input, the
+    prediction too, in the world).
 
     Typical use with windows of ``W + 1`` frames ``sparse_ext, rot_ext``::
 
@@ -346,7 +349,7 @@ def training_memory(
     if rot6d_prev_pred is not None:
         if rng is None:
             raise ConfigError("training_memory: blending with predictions needs rng")
-        beta = jax.random.uniform(rng, rot6d_prev.shape[:-3] + (1, 1, 1), rot6d_prev.dtype)
+        beta = 1.0 - mix * (1.0 - jax.random.uniform(rng, rot6d_prev.shape[:-3] + (1, 1, 1), rot6d_prev.dtype))
         rot6d_prev = beta * rot6d_prev + (1.0 - beta) * jax.lax.stop_gradient(rot6d_prev_pred)
     return make_memory(sparse_prev, rot6d_prev, vq_model, vq_params, code_dim, frame)
 

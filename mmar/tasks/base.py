@@ -43,6 +43,24 @@ class BenchmarkDataConfig:
     tfds_dir: str | None = None  # tfds data dir of a prepared dataset; None = the npz cache
     tfds_name: str = "bandai_namco"  # dataset in tfds_dir (mmar.data.tfds_builders.BUILDERS)
     tfds_config: str | None = None  # its config; None = f"fps{fps:g}" for Bandai, else the default
+    # training signal (docs/results.md, "Learning more per CPU-hour"): Bandai's dataset-1 clips (the varied
+    # 8% of the training frames) repeated this many times in the training stream
+    dataset1_repeat: int = 1
+    mirror: float = 0.0  # probability of a left-right mirrored training window (mmar.data.augment)
+    yaw_augment: bool = False  # turn every training window by a random yaw (for model.frame="world")
+
+
+def repeat_dataset1(clips, times: int):
+    """``clips`` (a :class:`mmar.data.pipeline.ClipArrays`) with every Bandai dataset-1 clip
+    (name ``dataset-1_*``) present ``times`` times, so that an epoch's windows are not 92%
+    dataset-2's repeated gestures and walks. ``times=1`` returns ``clips`` itself."""
+    times = int(times)
+    if times < 1:
+        raise ConfigError(f"data.dataset1_repeat must be >= 1, got {times}")
+    if times == 1:
+        return clips
+    idx = [i for i, n in enumerate(clips.names) for _ in range(times if n.startswith("dataset-1_") else 1)]
+    return clips.subset(idx)
 
 
 def frozen_config(cls: type, source: Any, **values: Any) -> Any:
@@ -151,15 +169,26 @@ class BenchmarkTask(TaskBase):
         """Frames of a training window: the trainer's tokens/s (:mod:`mmar.train.compute`)."""
         return self.frames_per_window
 
+    #: the arrays of a training batch
+    train_keys: ClassVar[tuple[str, ...]] = ("sparse", "rot6d", "joints")
+
     def train_iterator(self, seed: int, start_state=None):
         from mmar.data.pipeline import ClipArrays, make_train_iterator
 
-        bench, keys = self.benchmark, ("sparse", "rot6d", "joints")
+        bench, keys = self.benchmark, self.train_keys
         if hasattr(bench, "clip_arrays"):  # only the batch arrays are held
             clips = bench.clip_arrays("train", self.d.max_train_clips, keys)
         else:
             clips = ClipArrays.from_arrays(bench.subset("train", self.d.max_train_clips), keys)
+        clips = repeat_dataset1(clips, self.d.dataset1_repeat)
         return make_train_iterator(clips, self.frames_per_window, self.process_batch_size, seed, keys=keys)
+
+    def augment(self, batch: dict, rng) -> dict:
+        """The training batch after ``data.mirror`` / ``data.yaw_augment`` (identity when off);
+        every sparse task's ``loss`` starts with it."""
+        from mmar.data.augment import augment_batch
+
+        return augment_batch(batch, rng, mirror=float(self.d.mirror), yaw=bool(self.d.yaw_augment))
 
     def eval_clips(self) -> dict[str, dict]:
         return self.benchmark.subset(self.d.eval_split, self.d.max_eval_clips)

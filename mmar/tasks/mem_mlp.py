@@ -51,8 +51,10 @@ class MemMLPModelConfig:
     weighting: str = "uncertainty"  # 'uncertainty' | 'fixed'
     # training memory: 'gt' = the previous window's ground truth (the paper's scheme); 'blend' =
     # a per-sample random blend of it with the model's own gradient-free prediction of that
-    # window (whose memory is ground truth), to narrow the gap to inference
+    # window (whose memory is ground truth), to narrow the gap to inference; 'scheduled' = ground truth at
+    # step 0, the prediction's share growing linearly to the 'blend' over the first memory_ramp of the steps
     memory_feed: str = "gt"
+    memory_ramp: float = 0.5  # fraction of train.steps of the 'scheduled' ramp
     ik: bool = False  # L-BFGS IK from the rotation head toward the position head at inference
     ik_iters: int = 15
     vqvae_workdir: str | None = None  # the trained mlp_vqvae run (needed with use_memory and use_code)
@@ -78,8 +80,10 @@ class MemMLPTask(BenchmarkTask):
     def __init__(self, cfg, benchmark=None):
         super().__init__(cfg, benchmark)
         m = self.m
-        if m.memory_feed not in ("gt", "blend"):
-            raise ConfigError(f"model.memory_feed must be 'gt' or 'blend', got {m.memory_feed!r}")
+        if m.memory_feed not in ("gt", "blend", "scheduled"):
+            raise ConfigError(f"model.memory_feed must be 'gt', 'blend' or 'scheduled', got {m.memory_feed!r}")
+        if m.memory_feed == "scheduled" and not 0.0 < m.memory_ramp <= 1.0:
+            raise ConfigError(f"model.memory_ramp must be in (0, 1], got {m.memory_ramp}")
         if m.weighting not in ("uncertainty", "fixed"):
             raise ConfigError(f"model.weighting must be 'uncertainty' or 'fixed', got {m.weighting!r}")
         self.needs_vq = m.use_memory and m.use_code
@@ -93,7 +97,11 @@ class MemMLPTask(BenchmarkTask):
 
     @property
     def frames_per_window(self) -> int:
-        return self.m.window + (2 if self.m.use_memory and self.m.memory_feed == "blend" else 1)
+        return self.m.window + (2 if self._self_fed else 1)
+
+    @property
+    def _self_fed(self) -> bool:
+        return bool(self.m.use_memory and self.m.memory_feed in ("blend", "scheduled"))
 
     def init(self, rng, batch):
         sparse = jnp.asarray(batch["sparse"][:, -self.m.window:])
@@ -113,11 +121,16 @@ class MemMLPTask(BenchmarkTask):
 
     def loss(self, params, extra_vars, batch, rng, step):
         W, m = self.m.window, self.m
+        batch = self.augment(batch, rng)
         sparse, rot, joints = batch["sparse"], batch["rot6d"], batch["joints"]
         vq_vars = extra_vars.get("vqvae")
         model_vars = self.model_vars({"params": params, **extra_vars})
         mem = None
-        blend = m.use_memory and m.memory_feed == "blend"
+        blend = self._self_fed
+        mix = 1.0
+        if m.memory_feed == "scheduled":
+            ramp = max(m.memory_ramp * self.cfg.train.steps, 1.0)
+            mix = jnp.minimum(jnp.asarray(step, jnp.float32) / ramp, 1.0)
         r_model, r_blend = jax.random.split(rng) if blend else (rng, None)
         # heading mode: a window's input, targets and memory in its last frame's heading frame
         in_frame = m.frame == "heading"
@@ -134,7 +147,7 @@ class MemMLPTask(BenchmarkTask):
                 if in_frame:
                     pred_prev = heading.pose_from_frame(pred_prev, f_prev)
             mem = training_memory(sparse[prev], rot[prev], self.vq_model, vq_vars, rot6d_prev_pred=pred_prev,
-                                  rng=r_blend, code_dim=m.vq_code_dim, frame=frame)
+                                  rng=r_blend, code_dim=m.vq_code_dim, frame=frame, mix=mix)
         cur = {"sparse": sparse[:, -W:], "rot6d": rot[:, -W:], "joints": joints[:, -W:]}
         if in_frame:
             cur = {"sparse": heading.sparse_to_frame(cur["sparse"], frame),

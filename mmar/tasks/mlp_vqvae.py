@@ -108,6 +108,7 @@ class MLPVQVAETask(BenchmarkTask):
         return {"params": variables["params"]}
 
     def loss(self, params, extra_vars, batch, rng, step):
+        batch = self.augment(batch, rng)
         rot, sparse = batch["rot6d"], batch["sparse"]
         if self.m.frame == "heading":
             rot, sparse = window_in_frame(rot, sparse)

@@ -109,6 +109,7 @@ class MotionMARTask(BenchmarkTask):
     def loss(self, params, extra_vars, batch, rng, step):
         from mmar.models.motionmar import ar_loss
 
+        batch = self.augment(batch, rng)
         sparse = jnp.asarray(batch["sparse"], jnp.float32)
         infer_kw = {"decode": self.m.decode, "temperature": self.m.soft_temperature}
         loss, metrics = ar_loss(self.model, params, {}, self.vq_model, extra_vars["vqvae"], sparse,

@@ -104,6 +104,7 @@ class TMTVQVAETask(BenchmarkTask):
         return variables
 
     def loss(self, params, extra_vars, batch, rng, step):
+        batch = self.augment(batch, rng)
         sparse, pose = self._inputs(batch)
         r1, r2 = jax.random.split(rng)
         out, mutated = self.vq_model.apply({"params": params, "vq": extra_vars["vq"]}, pose, None, sparse, train=True,

@@ -69,13 +69,15 @@ def test_vqvae_dead_code_remedy_runs_in_the_trainer(bench):
     assert np.all(np.asarray(extra2["vq_stats"]["code_count"]) >= cfg.model.vq_revive_threshold)
 
 
-def test_mem_mlp_self_fed_memory_trains(runs, bench, tmp_path):
+@pytest.mark.parametrize("feed", ["blend", "scheduled"])
+def test_mem_mlp_self_fed_memory_trains(runs, bench, tmp_path, feed):
     """``model.memory_feed=blend``: windows of W + 2 frames, the memory of the last W frames
-    blends the ground truth with the model's own prediction of the previous window."""
-    cfg = tiny_config("mem_mlp", steps=2, vqvae_workdir=str(runs["mlp_vqvae"][0]), memory_feed="blend")
+    blends the ground truth with the model's own prediction of the previous window
+    (``scheduled``: from the ground truth to that blend over the first half of the steps)."""
+    cfg = tiny_config("mem_mlp", steps=2, vqvae_workdir=str(runs["mlp_vqvae"][0]), memory_feed=feed)
     task = make_task(cfg, benchmark=bench)
     assert task.frames_per_window == cfg.model.window + 2
-    _, history = train(task, cfg, tmp_path / "blend")
+    _, history = train(task, cfg, tmp_path / feed)
     assert all(np.isfinite(h["train/loss"]) for h in history if "train/loss" in h)
     with pytest.raises(ConfigError, match="memory_feed"):
         make_task(tiny_config("mem_mlp", vqvae_workdir="x", memory_feed="pred"), benchmark=bench)

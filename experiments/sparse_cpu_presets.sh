@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The 60-minute CPU presets of the sparse-tracking models (README, "Sparse tracking on a CPU
+# budget"; docs/results.md, "Learning more per CPU-hour"): train each preset into ROOT and
+# evaluate it online on the test split (whole split and dataset-1, jitter beside the ground
+# truth's), with and without its EMA weights; Mem-MLP also with IK.
+#
+#   experiments/sparse_cpu_presets.sh ROOT [agrol|mem|all]
+#
+# Environment: CORES_AGROL / CORES_MEM (taskset core lists; default: all cores) to run the two
+# presets side by side, one core each, on a 2-core machine.
+set -euo pipefail
+root=$1 which=${2:-all}
+here=$(cd "$(dirname "$0")/.." && pwd)
+py=${PYTHON:-$here/.venv/bin/python}
+cd "$here"
+mkdir -p "$root"
+pin() { if [[ -n "$1" ]]; then echo taskset -c "$1"; fi; }
+timed() {  # NAME CMD...: run, log, and record the wall time
+  local name=$1; shift
+  local t0; t0=$(date +%s)
+  "$@" > "$root/$name.log" 2>&1
+  echo "$name: $(( $(date +%s) - t0 )) s" | tee -a "$root/times.txt"
+}
+agrol() {
+  local p; p=$(pin "${CORES_AGROL:-}")
+  timed agrol_train $p "$py" -m mmar.cli train configs/agrol_mlp_41_cpu.py --workdir "$root/agrol" --set train.progress=false
+  timed agrol_eval_ema $p "$py" -m mmar.cli eval --checkpoint "$root/agrol" --ema --out "$root/agrol_test_ema.json"
+  timed agrol_eval $p "$py" -m mmar.cli eval --checkpoint "$root/agrol" --out "$root/agrol_test.json"
+}
+mem() {
+  local p; p=$(pin "${CORES_MEM:-}")
+  timed mem_vq_train $p "$py" -m mmar.cli train configs/mem_mlp_vqvae_cpu.py --workdir "$root/mem_vq" --set train.progress=false
+  timed mem_train $p "$py" -m mmar.cli train configs/mem_mlp_41_cpu.py --workdir "$root/mem" \
+    --set model.vqvae_workdir="$root/mem_vq" --set train.progress=false
+  timed mem_eval_ema_ik $p "$py" -m mmar.cli eval --checkpoint "$root/mem" --ema --set model.ik=true --out "$root/mem_test_ema_ik.json"
+  timed mem_eval_ema $p "$py" -m mmar.cli eval --checkpoint "$root/mem" --ema --out "$root/mem_test_ema.json"
+}
+case $which in
+  agrol) agrol ;;
+  mem) mem ;;
+  all) agrol & mem & wait ;;
+  *) echo "usage: $0 ROOT [agrol|mem|all]" >&2; exit 2 ;;
+esac

@@ -15,5 +15,4 @@ def get_config():
     cfg.train.best_metric = "rot6d_l2"
     cfg.train.eval_every = 200
     cfg.train.ckpt_every = 200
-    cfg.data.mirror = 0.5
     return cfg

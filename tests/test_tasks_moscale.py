@@ -37,6 +37,17 @@ def moscale_config_for(vq_wd, steps=40, **model) -> Config:
                                     progress=False, async_checkpoint=False, best_metric="val_ce", best_mode="min"))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _fast_compile():
+    """XLA's backend (LLVM) optimisation off for every graph this module compiles, the task's own
+    jits (train step, evaluation, sampler, editor) included: they compile in about half the time
+    and run only a few times on tiny models (same HLO, same semantics). Restored afterwards."""
+    old = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", old)
+
+
 @pytest.fixture(scope="module")
 def dataset():
     splits = {"train": t2m.T2MSplit("train", _motions(12, 1, "tr")), "val": t2m.T2MSplit("val", _motions(5, 2, "va"))}
@@ -101,7 +112,8 @@ def test_maskgit_tokens_mask_only_valid_positions():
     rng = np.random.default_rng(0)
     codes = rng.integers(0, 10, (64, 14))
     codes[:, 10:] = -1  # padding
-    toks, masked = maskgit_tokens(jax.random.PRNGKey(0), jnp.asarray(codes), cfg)
+    # jit-compiled: op-by-op dispatch compiles each small op on its own
+    toks, masked = jax.jit(maskgit_tokens, static_argnums=2)(jax.random.PRNGKey(0), jnp.asarray(codes), cfg)
     toks, masked = np.asarray(toks), np.asarray(masked)
     assert not masked[:, 10:].any() and (toks[:, 10:] == cfg.pad_id).all()
     assert masked.sum(1).min() >= 1
@@ -116,12 +128,14 @@ def test_cross_scale_corruption_requantizes_later_labels(dataset, vq_run):
     clean_task = make_task(moscale_config_for(vq_run, gamma_max=0.0), benchmark=dataset)
     vq_cfg, vq_vars, _ = task.stage1()
     b = next(task.train_iterator(0))
+    # each side compiled once (the key is an argument: one compilation serves every seed)
+    targets = jax.jit(lambda bb, r: task._targets(vq_cfg, vq_vars, bb, r))
     clean, clean_labels, _ = jax.jit(lambda bb, r: clean_task._targets(vq_cfg, vq_vars, bb, r))(b, jax.random.PRNGKey(0))
     np.testing.assert_array_equal(np.asarray(clean), np.asarray(clean_labels))
     L0 = vq_cfg.quantizer.lengths[0]
     changed_inputs = changed_labels = 0
     for s in range(4):
-        inp, labels, var_in = jax.jit(lambda bb, r: task._targets(vq_cfg, vq_vars, bb, r))(b, jax.random.PRNGKey(s))
+        inp, labels, var_in = targets(b, jax.random.PRNGKey(s))
         inp, labels = np.asarray(inp), np.asarray(labels)
         np.testing.assert_array_equal(labels[:, :L0], np.asarray(clean)[:, :L0])  # scale 0: clean labels
         np.testing.assert_array_equal(labels < 0, np.asarray(clean) < 0)  # padding untouched

@@ -35,6 +35,17 @@ def tiny(kind: str, steps: int = 6, **model) -> Config:
                                     progress=False, async_checkpoint=False))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _fast_compile():
+    """XLA's backend (LLVM) optimisation off for every graph this module compiles, the task's own
+    jits (train steps, evaluation, online prediction, export) included: they compile in about half the time
+    and run only a few times on tiny models (same HLO, same semantics). Restored afterwards."""
+    old = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", old)
+
+
 @pytest.fixture(scope="module")
 def bench():
     return synthetic_benchmark()
@@ -134,7 +145,13 @@ def test_bad_configs(runs, bench, tmp_path):
         task.predict_clips({}, bench["test"])
 
 
-def test_cli_export_motionmar_with_card(runs, tmp_path, capsys):
+def test_cli_export_motionmar_with_card(runs, tmp_path, capsys, monkeypatch):
+    from mmar.export import motionmar as MM
+
+    # the window function jit-compiled (converted and run as JAX the same): the card's JAX reference pass
+    # would otherwise dispatch (and compile) its ops one by one
+    window_fn = MM.motionmar_window_fn
+    monkeypatch.setattr(MM, "motionmar_window_fn", lambda *a, **kw: jax.jit(window_fn(*a, **kw)))
     out = tmp_path / "mm.tflite"
     assert cli.main(["export", "--checkpoint", str(runs["ar"][0]), "--out", str(out)]) == 0
     card = json.loads(out.with_suffix(".json").read_text())

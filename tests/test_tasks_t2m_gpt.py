@@ -37,6 +37,17 @@ def _config(tokenizer: str, steps: int = STEPS) -> Config:
                                     progress=False, async_checkpoint=False, best_metric="val_ce", best_mode="min"))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _fast_compile():
+    """XLA's backend (LLVM) optimisation off for every graph this module compiles, the task's own
+    jits (train steps, evaluation, sampler, token floor) included: they compile in about half the time
+    and run only a few times on tiny models (same HLO, same semantics). Restored afterwards."""
+    old = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", old)
+
+
 @pytest.fixture(scope="module")
 def dataset():
     splits = {"train": t2m.T2MSplit("train", _motions(12, 1, "tr")), "val": t2m.T2MSplit("val", _motions(5, 2, "va"))}

@@ -2,7 +2,7 @@
 # The 60-minute CPU presets of the sparse-tracking models (README, "Sparse tracking on a CPU
 # budget"; docs/results.md, "Learning more per CPU-hour"): train each preset into ROOT and
 # evaluate it online on the test split (whole split and dataset-1, jitter beside the ground
-# truth's), with and without its EMA weights; Mem-MLP also with IK.
+# truth's); Mem-MLP with its EMA weights, with and without IK.
 #
 #   experiments/sparse_cpu_presets.sh ROOT [agrol|mem|all]
 #
@@ -24,7 +24,6 @@ timed() {  # NAME CMD...: run, log, and record the wall time
 agrol() {
   local p; p=$(pin "${CORES_AGROL:-}")
   timed agrol_train $p "$py" -m mmar.cli train configs/agrol_mlp_41_cpu.py --workdir "$root/agrol" --set train.progress=false
-  timed agrol_eval_ema $p "$py" -m mmar.cli eval --checkpoint "$root/agrol" --ema --out "$root/agrol_test_ema.json"
   timed agrol_eval $p "$py" -m mmar.cli eval --checkpoint "$root/agrol" --out "$root/agrol_test.json"
 }
 mem() {

@@ -170,17 +170,18 @@ def test_bfloat16_training_tracks_float32(tmp_path):
 
 def test_gradient_accumulation_equals_the_whole_batch(tmp_path):
     """Two (four) micro-batches of 8 (4) give the same update as one batch of 16 (a plain-mean
-    loss without RNG: micro-batches draw their own random numbers)."""
+    loss without RNG: micro-batches draw their own random numbers), with the micro-batch loop
+    scanned or unrolled (``train.grad_accum_unroll``)."""
     finals = {}
-    for k in (1, 2, 4):
-        cfg = toy_config(steps=4, grad_accum=k, optim=dict(decay_steps=6))
+    for label, k, unroll in (("1", 1, 1), ("2", 2, 1), ("4", 4, 1), ("4 unrolled", 4, 4)):
+        cfg = toy_config(steps=4, grad_accum=k, grad_accum_unroll=unroll, optim=dict(decay_steps=6))
         task = ToyTask(cfg, norm=False, noise=0.0)
-        state, history = train(task, cfg, tmp_path / f"k{k}")
-        finals[k] = (flat_params(state.params), [h["train/loss"] for h in history if "train/loss" in h])
+        state, history = train(task, cfg, tmp_path / f"k{k}u{unroll}")
+        finals[label] = (flat_params(state.params), [h["train/loss"] for h in history if "train/loss" in h])
         if k > 1:
-            assert read_step_cost(tmp_path / f"k{k}").samples == 16
-    for k in (2, 4):
-        for name, v in finals[1][0].items():
+            assert read_step_cost(tmp_path / f"k{k}u{unroll}").samples == 16
+    for k in ("2", "4", "4 unrolled"):
+        for name, v in finals["1"][0].items():
             np.testing.assert_allclose(finals[k][0][name], v, rtol=1e-5, atol=1e-6, err_msg=name)
     bad = toy_config(steps=2, grad_accum=3)
     with pytest.raises(ConfigError, match="grad_accum"):

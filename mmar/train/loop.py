@@ -211,6 +211,8 @@ def _check_cfg(cfg: Config) -> None:
     check_compute_dtype(t.compute_dtype)
     if int(t.grad_accum) < 1:
         raise ConfigError(f"train.grad_accum: must be >= 1, got {t.grad_accum}")
+    if int(t.grad_accum_unroll) < 1:
+        raise ConfigError(f"train.grad_accum_unroll: must be >= 1, got {t.grad_accum_unroll}")
     prof = tuple(t.profile_steps or ())
     if prof and (len(prof) != 2 or not 0 <= int(prof[0]) < int(prof[1])):
         raise ConfigError(f"train.profile_steps: expected (start, stop) with 0 <= start < stop, got {prof}")
@@ -424,7 +426,8 @@ def _run(ctx: TrainContext) -> tuple[TrainState, list[dict[str, Any]]]:
         log.info("checkpoint at step %d >= train.steps=%d: nothing to train", start_step, tcfg.steps)
         return state, ctx.writer.history
     step_fn = make_train_step(ctx.task, ctx.tx, ctx.schedule, ctx.ema_decay, shardings, ctx.mesh,
-                              compute_dtype=tcfg.compute_dtype, grad_accum=int(tcfg.grad_accum))
+                              compute_dtype=tcfg.compute_dtype, grad_accum=int(tcfg.grad_accum),
+                              grad_accum_unroll=int(tcfg.grad_accum_unroll))
     step_fn, ctx.cost = aot_compile(step_fn, state, gbatch, ctx.cfg, ctx.mesh, ctx.task)
     record_cost(ctx, int(start_step or 0))
     loop = LoopState(state=state, step=int(start_step or 0), it=it)
@@ -540,6 +543,7 @@ def make_train_step(
     *,
     compute_dtype: str = "float32",
     grad_accum: int = 1,
+    grad_accum_unroll: int = 1,
 ) -> Callable[[TrainState, Any], tuple[TrainState, dict[str, jax.Array]]]:
     """The jitted ``step(state, global_batch) -> (state, metrics)``; ``state`` is donated.
 
@@ -547,7 +551,8 @@ def make_train_step(
     optimizer state stay fp32). ``grad_accum`` > 1 splits the global batch into that many
     micro-batches (each still spread over every device), runs them in a ``lax.scan`` and applies
     the mean gradient once; extra collections (BatchNorm statistics, codebook EMAs) are threaded
-    through the micro-batches in order, each micro-batch gets its own RNG.
+    through the micro-batches in order, each micro-batch gets its own RNG. ``grad_accum_unroll``:
+    the scan's unroll factor (the same numbers; a straight-line step when equal to ``grad_accum``).
     """
     update = make_update(task, tx, ema_decay)
     loss_fn = with_compute_dtype(task.loss, compute_dtype)
@@ -579,7 +584,7 @@ def make_train_step(
 
         zeros = jax.tree_util.tree_map(jnp.zeros_like, state.params)
         (gsum, extra), (losses, metrics) = jax.lax.scan(
-            body, (zeros, dict(state.extra_vars)), (micro, jnp.arange(k)))
+            body, (zeros, dict(state.extra_vars)), (micro, jnp.arange(k)), unroll=max(1, min(int(grad_accum_unroll), k)))
         grads = jax.tree_util.tree_map(lambda g: g / k, gsum)
         metrics = {name: jnp.mean(v) for name, v in metrics.items()}
         return (jnp.mean(losses), (metrics, extra)), grads
@@ -672,7 +677,8 @@ def compile_step(task: Task, cfg: Config) -> CompiledStep:
     shardings = shd.state_shardings(abstract, mesh, fsdp=tcfg.fsdp, min_size=tcfg.fsdp_min_size)
     state = jax.jit(init_state, out_shardings=shardings)(rng0, gbatch)
     step_fn = make_train_step(task, tx, schedule, cfg.optim.ema_decay, shardings, mesh,
-                              compute_dtype=tcfg.compute_dtype, grad_accum=int(tcfg.grad_accum))
+                              compute_dtype=tcfg.compute_dtype, grad_accum=int(tcfg.grad_accum),
+                              grad_accum_unroll=int(tcfg.grad_accum_unroll))
     compiled, cost = aot_compile(step_fn, state, gbatch, cfg, mesh, task)
     return CompiledStep(compiled, state, gbatch, it, mesh, cost)
 

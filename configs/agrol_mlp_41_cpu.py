@@ -6,9 +6,10 @@ more per CPU-hour"):
 * inputs and targets in the heading frame of each window's last head (``model.frame=heading``);
 * AGRoL's rotation loss plus the FK joint-position loss (``model.pos_weight=1``).
 
-EMA weights (``optim.ema_decay=0.999``) are left out: the trainer's EMA has no warm-up, and
-after 4,000 steps it still held 1.8% of the initial weights (test MPJPE 2.28 cm against 2.07
-for the live weights at 4,000 steps; docs/results.md). Mirroring (``data.mirror``) and
+EMA weights (``optim.ema_decay=0.999``) are left out: measured before the trainer's EMA had a
+warm-up (``optim.ema_warmup``), they still held 1.8% of the initial weights after 4,000 steps
+(test MPJPE 2.28 cm against 2.07 for the live weights; docs/results.md); with the warm-up they
+are still to be measured. Mirroring (``data.mirror``) and
 dataset-1 repetition (``data.dataset1_repeat``) are left out too: at the ablation budget they
 cost whole-split accuracy.
 

@@ -121,3 +121,16 @@ def test_optimizer_uses_the_schedule():
     for s in range(4):
         upd, state = tx.update({"w": jnp.ones(())}, state, p)
         assert float(upd["w"]) == pytest.approx(-float(schedule(s)), rel=1e-4)
+
+
+def test_ema_decay_warms_up():
+    """``min(decay, (1 + t) / (10 + t))``: the average forgets the initial weights early."""
+    from mmar.train.optim import ema_decay_at
+
+    assert float(ema_decay_at(0.999, 0)) == pytest.approx(0.1)
+    assert float(ema_decay_at(0.999, 90)) == pytest.approx(0.91)
+    assert float(ema_decay_at(0.999, 10**6)) == pytest.approx(0.999)
+    assert ema_decay_at(0.999, 5, warmup=False) == 0.999
+    # the initial weights' share after 1,000 updates: 0.999^1000 = 37% without warm-up
+    share = np.prod([float(ema_decay_at(0.999, t)) for t in range(1000)])
+    assert share < 0.01

@@ -101,6 +101,9 @@ class OptimConfig:
     eps: float = 1e-8
     grad_clip: float | None = 1.0  # clip by global norm; None = off
     ema_decay: float | None = None  # EMA of the weights; None = off
+    # EMA decay warm-up: min(ema_decay, (1 + t) / (10 + t)) at update t, so the average forgets the
+    # initial weights (without it, decay 0.999 still holds 37% of them after 1,000 steps)
+    ema_warmup: bool = True
 
 
 @dataclasses.dataclass

@@ -101,7 +101,7 @@ from mmar.train.config import (
 )
 from mmar.train.compute import StepCost, step_cost, throughput, tokens_per_sample
 from mmar.train.logging import MetricWriter, TrainProgress, announce
-from mmar.train.optim import ema_update, make_optimizer
+from mmar.train.optim import ema_decay_at, ema_update, make_optimizer
 from mmar.train.precision import _like, check_compute_dtype, with_compute_dtype
 
 __all__ = ["Task", "TrainState", "StatefulIterator", "TrainingDivergedError", "DataExhaustedError",
@@ -427,7 +427,7 @@ def _run(ctx: TrainContext) -> tuple[TrainState, list[dict[str, Any]]]:
         return state, ctx.writer.history
     step_fn = make_train_step(ctx.task, ctx.tx, ctx.schedule, ctx.ema_decay, shardings, ctx.mesh,
                               compute_dtype=tcfg.compute_dtype, grad_accum=int(tcfg.grad_accum),
-                              grad_accum_unroll=int(tcfg.grad_accum_unroll))
+                              grad_accum_unroll=int(tcfg.grad_accum_unroll), ema_warmup=bool(ctx.cfg.optim.ema_warmup))
     step_fn, ctx.cost = aot_compile(step_fn, state, gbatch, ctx.cfg, ctx.mesh, ctx.task)
     record_cost(ctx, int(start_step or 0))
     loop = LoopState(state=state, step=int(start_step or 0), it=it)
@@ -544,6 +544,7 @@ def make_train_step(
     compute_dtype: str = "float32",
     grad_accum: int = 1,
     grad_accum_unroll: int = 1,
+    ema_warmup: bool = True,
 ) -> Callable[[TrainState, Any], tuple[TrainState, dict[str, jax.Array]]]:
     """The jitted ``step(state, global_batch) -> (state, metrics)``; ``state`` is donated.
 
@@ -554,7 +555,7 @@ def make_train_step(
     through the micro-batches in order, each micro-batch gets its own RNG. ``grad_accum_unroll``:
     the scan's unroll factor (the same numbers; a straight-line step when equal to ``grad_accum``).
     """
-    update = make_update(task, tx, ema_decay)
+    update = make_update(task, tx, ema_decay, ema_warmup)
     loss_fn = with_compute_dtype(task.loss, compute_dtype)
     micro_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, shd.BATCH_AXES))
 
@@ -678,12 +679,13 @@ def compile_step(task: Task, cfg: Config) -> CompiledStep:
     state = jax.jit(init_state, out_shardings=shardings)(rng0, gbatch)
     step_fn = make_train_step(task, tx, schedule, cfg.optim.ema_decay, shardings, mesh,
                               compute_dtype=tcfg.compute_dtype, grad_accum=int(tcfg.grad_accum),
-                              grad_accum_unroll=int(tcfg.grad_accum_unroll))
+                              grad_accum_unroll=int(tcfg.grad_accum_unroll), ema_warmup=bool(cfg.optim.ema_warmup))
     compiled, cost = aot_compile(step_fn, state, gbatch, cfg, mesh, task)
     return CompiledStep(compiled, state, gbatch, it, mesh, cost)
 
 
-def make_update(task: Task, tx: optax.GradientTransformation, ema_decay: float | None) -> Callable:
+def make_update(task: Task, tx: optax.GradientTransformation, ema_decay: float | None,
+                ema_warmup: bool = True) -> Callable:
     """``update(state, grads, new_extra, step_rng) -> state`` (traced): the optimizer update, the
     new extra collections merged in, the task's optional ``post_update``, the EMA; step + 1."""
 
@@ -698,7 +700,8 @@ def make_update(task: Task, tx: optax.GradientTransformation, ema_decay: float |
             params=params,
             extra_vars=extra_vars,
             opt_state=opt_state,
-            ema_params=ema_update(state.ema_params, params, ema_decay) if ema_decay is not None else None,
+            ema_params=(ema_update(state.ema_params, params, ema_decay_at(ema_decay, state.step, ema_warmup))
+                        if ema_decay is not None else None),
         )
 
     return update

@@ -147,5 +147,15 @@ def make_optimizer(cfg: OptimConfig, total_steps: int) -> tuple[optax.GradientTr
     return optax.chain(*parts), schedule
 
 
-def ema_update(ema: Any, params: Any, decay: float) -> Any:
+def ema_decay_at(decay: float, step: Any, warmup: bool = True) -> Any:
+    """The EMA decay of update ``step`` (0-based): ``decay``, or with ``warmup``
+    ``min(decay, (1 + step) / (10 + step))`` (TensorFlow's ``ExponentialMovingAverage`` with
+    ``num_updates``)."""
+    if not warmup:
+        return decay
+    step = jnp.asarray(step, jnp.float32)
+    return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
+def ema_update(ema: Any, params: Any, decay: Any) -> Any:
     return jax.tree_util.tree_map(lambda e, p: (decay * e + (1.0 - decay) * p).astype(e.dtype), ema, params)

@@ -133,8 +133,9 @@ class TrainConfig:
     compute_dtype: str = "float32"
     grad_accum: int = 1
     # the micro-batch loop's lax.scan unroll factor (grad_accum: one straight-line step). XLA's CPU
-    # backend runs the convolutions of a scanned body far slower than the same ones outside a loop
-    # (ScaleMoGen's tokenizer: docs/results.md), so conv models on CPU want it equal to grad_accum.
+    # backend runs the convolutions of a scanned body far slower than outside a loop (ScaleMoGen's
+    # tokenizer: 33x, docs/results.md); unrolled, XLA may hold every micro-batch's activations at
+    # once, giving back the memory accumulation saves.
     grad_accum_unroll: int = 1
     # jax.profiler trace (workdir/profile) of the steps [start, stop), e.g. (10, 15); () = none.
     profile_steps: tuple[int, ...] = ()

@@ -162,3 +162,33 @@ def test_mem_mlp_scheduled_memory_config_errors(bench):
         make_task(cfg, benchmark=bench)
     cfg = tiny_config("mem_mlp", use_code=False, memory_feed="scheduled")
     assert make_task(cfg, benchmark=bench).frames_per_window == cfg.model.window + 2
+
+
+def test_mem_mlp_fk_position_loss_in_the_heading_frame(bench):
+    """``model.pos_weight`` on Mem-MLP: the FK loss of the rotation head compares bodies in the
+    window's heading frame (zero for the truth expressed there), adds ``pos_weight * fk_pos`` to
+    the paper's loss, and its batches carry the offsets."""
+    from mmar.models import heading
+
+    b = _batch()
+    f = heading.window_frame(jnp.asarray(b["sparse"]))
+    rot_f = heading.pose_to_frame(jnp.asarray(b["rot6d"]), f)
+    joints_f = heading.points_to_frame(jnp.asarray(b["joints"]), f)
+    assert float(position_error(rot_f, joints_f, b["offsets"])) < 1e-5
+
+    def loss(weight):
+        cfg = tiny_config("mem_mlp", use_code=False, frame="heading", pos_weight=weight)
+        task = make_task(cfg, benchmark=bench)
+        batch = next(iter(task.train_iterator(0)))
+        variables = task.init(jax.random.PRNGKey(0), batch)
+        params = variables.pop("params")
+        return task, batch, params, task.loss(params, variables, batch, jax.random.PRNGKey(1), 0)
+
+    task, batch, params, (with_fk, (metrics, _)) = loss(2.0)
+    assert "offsets" in task.train_keys and float(metrics["fk_pos"]) > 0
+    batch0 = {k: v for k, v in batch.items() if k != "offsets"}
+    cfg0 = tiny_config("mem_mlp", use_code=False, frame="heading")
+    base, _ = make_task(cfg0, benchmark=bench).loss(params, {}, batch0, jax.random.PRNGKey(1), 0)
+    np.testing.assert_allclose(float(with_fk), float(base) + 2.0 * float(metrics["fk_pos"]), rtol=1e-5)
+    grads = jax.grad(lambda p: task.loss(p, {}, batch, jax.random.PRNGKey(1), 0)[0])(params)
+    assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))

@@ -9,7 +9,8 @@ memory; ``ik=True`` adds the L-BFGS IK from the rotation head toward the positio
 ``model.frame="heading"`` expresses each window -- its input, its targets and its memory (the
 previous window, before the code vectors are computed) -- in the heading frame of its last
 frame's head (:mod:`mmar.models.heading`, :mod:`mmar.models.mem_mlp`); ``"world"`` (default) is
-the paper's layout.
+the paper's layout. ``model.pos_weight`` adds AGRoL-MLP's FK joint-position loss on the rotation
+head (our addition, measured in docs/results.md).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import jax.numpy as jnp
 from mmar.errors import ConfigError
 from mmar.models import body, heading
 from mmar.models.mem_mlp import MemMLP, MemMLPConfig, init_loss_uncertainty, mem_mlp_loss, predict_clip, training_memory
+from mmar.tasks.agrol_mlp import position_error
 from mmar.tasks.base import BenchmarkTask, frozen_config, load_stage_variables
 from mmar.tasks.mlp_vqvae import build_vqvae, check_stage_frame
 
@@ -55,6 +57,10 @@ class MemMLPModelConfig:
     # step 0, the prediction's share growing linearly to the 'blend' over the first memory_ramp of the steps
     memory_feed: str = "gt"
     memory_ramp: float = 0.5  # fraction of train.steps of the 'scheduled' ramp
+    # weight of an FK joint-position loss on the rotation head (as AGRoL-MLP's model.pos_weight: the
+    # forward kinematics of the predicted rotations with the clip's bone offsets against the true joints,
+    # both placed at the head; added outside the uncertainty weighting). 0: the paper's loss only
+    pos_weight: float = 0.0
     ik: bool = False  # L-BFGS IK from the rotation head toward the position head at inference
     ik_iters: int = 15
     vqvae_workdir: str | None = None  # the trained mlp_vqvae run (needed with use_memory and use_code)
@@ -94,6 +100,10 @@ class MemMLPTask(BenchmarkTask):
         self.vq_model = build_vqvae(m) if self.needs_vq else None
         if self.needs_vq:
             check_stage_frame(m.vqvae_workdir, "mlp_vqvae", self.net.frame, "mem_mlp")
+
+    @property
+    def train_keys(self):
+        return ("sparse", "rot6d", "joints", "offsets") if self.m.pos_weight else ("sparse", "rot6d", "joints")
 
     @property
     def frames_per_window(self) -> int:
@@ -155,6 +165,10 @@ class MemMLPTask(BenchmarkTask):
                    "joints": heading.points_to_frame(cur["joints"], frame)}
         out = self.model.apply(model_vars, cur["sparse"], mem, train=True, rng=r_model)
         loss, metrics = mem_mlp_loss(out, cur, params.get("loss_uncertainty"), weighting=m.weighting)
+        if m.pos_weight:  # both bodies are in the same frame (heading or world) and placed at the head
+            fk_pos = position_error(out["rot6d"], cur["joints"], batch["offsets"])
+            metrics["fk_pos"] = fk_pos
+            loss = loss + m.pos_weight * fk_pos
         return loss, (metrics, None)
 
     def predict_batch(self, variables, sparse, offsets):

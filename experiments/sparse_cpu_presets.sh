@@ -2,7 +2,7 @@
 # The 60-minute CPU presets of the sparse-tracking models (README, "Sparse tracking on a CPU
 # budget"; docs/results.md, "Learning more per CPU-hour"): train each preset into ROOT and
 # evaluate it online on the test split (whole split and dataset-1, jitter beside the ground
-# truth's); Mem-MLP with and without IK.
+# truth's); Mem-MLP with its EMA weights, with and without IK.
 #
 #   experiments/sparse_cpu_presets.sh ROOT [agrol|mem|all]
 #
@@ -31,8 +31,8 @@ mem() {
   timed mem_vq_train $p "$py" -m mmar.cli train configs/mem_mlp_vqvae_cpu.py --workdir "$root/mem_vq" --set train.progress=false
   timed mem_train $p "$py" -m mmar.cli train configs/mem_mlp_41_cpu.py --workdir "$root/mem" \
     --set model.vqvae_workdir="$root/mem_vq" --set train.progress=false
-  timed mem_eval_ik $p "$py" -m mmar.cli eval --checkpoint "$root/mem" --set model.ik=true --out "$root/mem_test_ik.json"
-  timed mem_eval $p "$py" -m mmar.cli eval --checkpoint "$root/mem" --out "$root/mem_test.json"
+  timed mem_eval_ik $p "$py" -m mmar.cli eval --checkpoint "$root/mem" --ema --set model.ik=true --out "$root/mem_test_ik.json"
+  timed mem_eval $p "$py" -m mmar.cli eval --checkpoint "$root/mem" --ema --out "$root/mem_test.json"
 }
 case $which in
   agrol) agrol ;;

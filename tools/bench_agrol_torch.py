@@ -82,13 +82,14 @@ def time_torch(model, batches, steps: int, lr: float, weight_decay: float) -> li
     return times
 
 
-def time_jax(c, batches, steps: int) -> list[float]:
+def time_jax(c, state, batches, steps: int) -> tuple[list[float], object]:
+    """Step times, and the state to go on from (the compiled step donates its input state)."""
     import jax
 
     from mmar.train import sharding as shd
 
     gb = [shd.shard_batch(b, c.mesh) for b in batches]
-    state, m = c.step(c.state, gb[0])
+    state, m = c.step(state, gb[0])
     jax.block_until_ready(m)
     times = []
     for i in range(steps):
@@ -96,7 +97,7 @@ def time_jax(c, batches, steps: int) -> list[float]:
         state, m = c.step(state, gb[(i + 1) % len(gb)])
         jax.block_until_ready(m)
         times.append(time.perf_counter() - t0)
-    return times
+    return times, state
 
 
 def main(argv=None) -> int:
@@ -123,9 +124,10 @@ def main(argv=None) -> int:
     m = cfg.model
     model = torch_agrol(m.window, m.dim, m.depth)
     n_torch = sum(p.numel() for p in model.parameters())
-    jt, tt = [], []
+    jt, tt, state = [], [], c.state
     for _ in range(args.rounds):
-        jt += time_jax(c, batches, args.steps)
+        times, state = time_jax(c, state, batches, args.steps)
+        jt += times
         tt += time_torch(model, batches, args.steps, cfg.optim.lr, cfg.optim.weight_decay)
     bsz = cfg.train.batch_size
     j, t = statistics.median(jt), statistics.median(tt)

@@ -156,6 +156,50 @@ def test_scheduled_memory_mix():
     assert 0 < dh < d1
 
 
+def test_memory_noise_drift_and_jitter():
+    """``noise``: zero leaves the memory as it is; otherwise the motion moves by a per-joint offset
+    held over the window (drift) plus a smaller per-frame part, samples at different scales, the
+    rotations stay orthonormal, and a missing key is a clear error."""
+    from mmar import geometry
+
+    b = _batch()
+    rot, sparse = jnp.asarray(b["rot6d"]), jnp.asarray(b["sparse"])
+    gt = training_memory(sparse, rot)
+    same = training_memory(sparse, rot, noise=0.0)
+    np.testing.assert_allclose(same["rot6d"], gt["rot6d"], atol=1e-6)
+    with pytest.raises(ConfigError, match="noise_rng"):
+        training_memory(sparse, rot, noise=0.1)
+    key = jax.random.PRNGKey(3)
+    m = training_memory(sparse, rot, noise=0.2, noise_rng=key)["rot6d"]
+    mat = geometry.rot6d_to_matrix(m)
+    np.testing.assert_allclose(jnp.einsum("...ji,...jk->...ik", mat, mat), np.broadcast_to(np.eye(3), mat.shape),
+                               atol=1e-4)
+    d = np.asarray(m - gt["rot6d"])
+    assert np.abs(d).mean() > 1e-3
+    # drift dominates: the window-mean of the change is most of it (per-frame jitter is half the scale)
+    mean_t = np.abs(d.mean(axis=-3)).mean()
+    resid = np.abs(d - d.mean(axis=-3, keepdims=True)).mean()
+    assert mean_t > resid
+
+
+def test_mem_mlp_memory_noise_trains(bench):
+    """``model.memory_noise`` reaches the training memory: the same step with and without it gives
+    different, finite losses and gradients."""
+    def loss(noise):
+        task = make_task(tiny_config("mem_mlp", use_code=False, memory_noise=noise), benchmark=bench)
+        batch = next(iter(task.train_iterator(0)))
+        params = task.init(jax.random.PRNGKey(0), batch)["params"]
+        return task, batch, params, task.loss(params, {}, batch, jax.random.PRNGKey(1), 0)[0]
+
+    _, _, _, clean = loss(0.0)
+    task, batch, params, noisy = loss(0.5)
+    assert np.isfinite(float(noisy)) and float(noisy) != float(clean)
+    grads = jax.grad(lambda p: task.loss(p, {}, batch, jax.random.PRNGKey(1), 0)[0])(params)
+    assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
+    with pytest.raises(ConfigError, match="memory_noise"):
+        make_task(tiny_config("mem_mlp", use_code=False, memory_noise=-1.0), benchmark=bench)
+
+
 def test_mem_mlp_scheduled_memory_config_errors(bench):
     cfg = tiny_config("mem_mlp", use_code=False, memory_feed="scheduled", memory_ramp=0.0)
     with pytest.raises(ConfigError, match="memory_ramp"):

@@ -327,6 +327,8 @@ def training_memory(
     code_dim: int = 64,
     frame: "heading.HeadingFrame | None" = None,
     mix: Array | float = 1.0,
+    noise: float = 0.0,
+    noise_rng: Array | None = None,
 ) -> dict:
     """Training memory for windows whose previous window is ``(sparse_prev, rot6d_prev)``.
 
@@ -341,6 +343,14 @@ def training_memory(
     from teacher forcing to the blend. ``frame``: as in :func:`make_memory` (every input, the
     prediction too, in the world).
 
+    ``noise > 0`` (needs ``noise_rng``) perturbs the memory motion the way an online model's own
+    errors do: a per-sample scale ``s ~ U(0, noise)``, then a per-joint offset ``N(0, s^2)`` held
+    for the whole window (drift: it cannot be averaged away over frames) plus per-frame
+    ``N(0, (s/2)^2)`` (jitter), added to every 6D component before re-orthonormalisation. The
+    model so learns to check the memory against the tracked input instead of copying it; without
+    it, an online model trusts its fed-back past (docs/results.md, "Mem-MLP's memory at
+    inference").
+
     Typical use with windows of ``W + 1`` frames ``sparse_ext, rot_ext``::
 
         mem = training_memory(sparse_ext[:, :-1], rot_ext[:, :-1], vq, vq_vars)
@@ -351,6 +361,15 @@ def training_memory(
             raise ConfigError("training_memory: blending with predictions needs rng")
         beta = 1.0 - mix * (1.0 - jax.random.uniform(rng, rot6d_prev.shape[:-3] + (1, 1, 1), rot6d_prev.dtype))
         rot6d_prev = beta * rot6d_prev + (1.0 - beta) * jax.lax.stop_gradient(rot6d_prev_pred)
+    if noise:
+        if noise_rng is None:
+            raise ConfigError("training_memory: memory noise needs noise_rng")
+        k_s, k_d, k_j = jax.random.split(noise_rng, 3)
+        lead = rot6d_prev.shape[:-3]
+        scale = noise * jax.random.uniform(k_s, lead + (1, 1, 1), rot6d_prev.dtype)
+        drift = jax.random.normal(k_d, lead + (1,) + rot6d_prev.shape[-2:], rot6d_prev.dtype)
+        jitter = jax.random.normal(k_j, rot6d_prev.shape, rot6d_prev.dtype)
+        rot6d_prev = rot6d_prev + scale * (drift + 0.5 * jitter)
     return make_memory(sparse_prev, rot6d_prev, vq_model, vq_params, code_dim, frame)
 
 

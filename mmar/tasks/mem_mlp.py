@@ -57,6 +57,10 @@ class MemMLPModelConfig:
     # step 0, the prediction's share growing linearly to the 'blend' over the first memory_ramp of the steps
     memory_feed: str = "gt"
     memory_ramp: float = 0.5  # fraction of train.steps of the 'scheduled' ramp
+    # training memory motion perturbed like an online model's own errors (mem_mlp.training_memory):
+    # per-sample scale U(0, memory_noise) of a per-joint drift held over the window plus per-frame
+    # jitter, in 6D units. 0: none
+    memory_noise: float = 0.0
     # weight of an FK joint-position loss on the rotation head (as AGRoL-MLP's model.pos_weight: the
     # forward kinematics of the predicted rotations with the clip's bone offsets against the true joints,
     # both placed at the head; added outside the uncertainty weighting). 0: the paper's loss only
@@ -90,6 +94,8 @@ class MemMLPTask(BenchmarkTask):
             raise ConfigError(f"model.memory_feed must be 'gt', 'blend' or 'scheduled', got {m.memory_feed!r}")
         if m.memory_feed == "scheduled" and not 0.0 < m.memory_ramp <= 1.0:
             raise ConfigError(f"model.memory_ramp must be in (0, 1], got {m.memory_ramp}")
+        if m.memory_noise < 0:
+            raise ConfigError(f"model.memory_noise must be >= 0, got {m.memory_noise}")
         if m.weighting not in ("uncertainty", "fixed"):
             raise ConfigError(f"model.weighting must be 'uncertainty' or 'fixed', got {m.weighting!r}")
         self.needs_vq = m.use_memory and m.use_code
@@ -142,6 +148,7 @@ class MemMLPTask(BenchmarkTask):
             ramp = max(m.memory_ramp * self.cfg.train.steps, 1.0)
             mix = jnp.minimum(jnp.asarray(step, jnp.float32) / ramp, 1.0)
         r_model, r_blend = jax.random.split(rng) if blend else (rng, None)
+        r_noise = jax.random.fold_in(rng, 0x6E6F) if m.memory_noise else None
         # heading mode: a window's input, targets and memory in its last frame's heading frame
         in_frame = m.frame == "heading"
         frame = heading.window_frame(sparse) if in_frame else None
@@ -157,7 +164,8 @@ class MemMLPTask(BenchmarkTask):
                 if in_frame:
                     pred_prev = heading.pose_from_frame(pred_prev, f_prev)
             mem = training_memory(sparse[prev], rot[prev], self.vq_model, vq_vars, rot6d_prev_pred=pred_prev,
-                                  rng=r_blend, code_dim=m.vq_code_dim, frame=frame, mix=mix)
+                                  rng=r_blend, code_dim=m.vq_code_dim, frame=frame, mix=mix,
+                                  noise=m.memory_noise, noise_rng=r_noise)
         cur = {"sparse": sparse[:, -W:], "rot6d": rot[:, -W:], "joints": joints[:, -W:]}
         if in_frame:
             cur = {"sparse": heading.sparse_to_frame(cur["sparse"], frame),

@@ -10,6 +10,10 @@
 * EMA weights (``optim.ema_decay=0.999`` with the trainer's warm-up) for evaluation, with IK
   (test MPJPE 2.58 cm against 2.68 for the live weights).
 
+The 20-minute variant ``--set train.steps=2000 --set model.memory_noise=0.1`` (the training
+memory perturbed like the model's own errors) gives 2.61 cm with EMA and IK (docs/results.md,
+"Mem-MLP's memory at inference").
+
     mmar train configs/mem_mlp_vqvae_cpu.py --workdir runs/mem_mlp_vqvae_cpu
     mmar train configs/mem_mlp_41_cpu.py --workdir runs/mem_mlp_41_cpu
     mmar eval --checkpoint runs/mem_mlp_41_cpu --ema --set model.ik=true --out runs/mem_mlp_41_cpu/test.json

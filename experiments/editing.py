@@ -78,6 +78,9 @@ def main(argv=None) -> int:
     ap.add_argument("--kinds", default=",".join(KINDS))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fade", type=int, default=8, help="cross-fade frames of the compositing")
+    ap.add_argument("--keep-from", choices=("decoding", "source"), default="decoding",
+                    help="where the composited kept frames come from")
+    ap.add_argument("--ramp", choices=("linear", "smooth"), default="linear", help="cross-fade shape")
     ap.add_argument("--no-composite", dest="composite", action="store_false",
                     help="temporal edits: keep the decoded kept frames as sampled (no compositing)")
     ap.add_argument("--out", required=True, help="JSON of the table")
@@ -133,7 +136,8 @@ def main(argv=None) -> int:
                             semantic=req.kind == "semantic", source_text=mo.captions[0], seed=n_i)
             ed = keep_root_channels(res.edited.features, feats, req)
             if args.composite:
-                ed = composite_kept_frames(ed, res.recon, req, fade=args.fade)
+                kept_motion = feats if args.keep_from == "source" else res.recon
+                ed = composite_kept_frames(ed, kept_motion, req, fade=args.fade, ramp=args.ramp)
             ed = ed[0, :n]
             rec_j = np.asarray(recover_from_ric(res.recon[:n], 22), np.float32)
             ed_j = np.asarray(recover_from_ric(ed, 22), np.float32)
@@ -186,6 +190,7 @@ def main(argv=None) -> int:
             t["seam_over_edit_jerk"] = t["seam_jerk"] / t["edit_jerk"]
             t["source_seam_over_data_jerk"] = t["source_seam_jerk"] / t["data_jerk"]
     out = {"checkpoint": str(run.checkpoint), "task": run.config.task, "evaluator": ev.info,
+           "composite": {"on": args.composite, "keep_from": args.keep_from, "fade": args.fade, "ramp": args.ramp},
            "motions": len(picks), "pool_size": pool, "seconds": round(seconds, 1), "table": table}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1))

@@ -375,7 +375,8 @@ def cmd_edit(args) -> int:
                                     num_groups=int(task.edit_groups))
     result = edit_lib.edit_motion(run, source, request, num=args.num, seed=args.seed, source_text=args.source_text,
                                   guidance=args.guidance, temperature=args.temperature, gamma=args.gamma, tau=args.tau,
-                                  root_from_source=not args.free_root, composite=not args.no_composite)
+                                  root_from_source=not args.free_root, composite=not args.no_composite,
+                                  keep_from=args.keep_from, fade=args.fade, ramp=args.ramp)
     out = edit_lib.save_edit(result, source, request, args.out, args.gif, progress=True)
     report = {"out": out["out"], "gif": out["gif"], "names": out["names"], "kind": request.kind,
               "source": str(args.source), "frames": source.length, "source_caption": source.caption,
@@ -581,7 +582,13 @@ multi-host training (docs/design.md, "Multi-host training"):
     ed.add_argument("--free-root", action="store_true", help="keep the decoded root velocities (default: a body-part "
                     "edit that keeps the root gets the source's root channels back, so the kept body stays on its path)")
     ed.add_argument("--no-composite", action="store_true", help="temporal edits: leave the kept frames as sampled "
-                    "(default: taken from the source's decoding, cross-faded over 8 frames at each seam)")
+                    "(default: taken from --keep-from, cross-faded over --fade frames at each seam)")
+    ed.add_argument("--keep-from", choices=("decoding", "source"), default="decoding",
+                    help="temporal edits: where kept frames come from: the source through the tokenizer "
+                    "(default) or the source's own frames")
+    ed.add_argument("--fade", type=int, default=8, help="temporal edits: cross-fade frames at each seam (default 8)")
+    ed.add_argument("--ramp", choices=("linear", "smooth"), default="linear",
+                    help="temporal edits: cross-fade shape (smooth: quintic smootherstep)")
     ed.add_argument("--out", required=True, help="npz with source, source_recon and edit_<k> (mmar generate layout)")
     ed.add_argument("--gif", default=None, help="animation (.gif or .mp4): the source and the edits side by side")
     ed.add_argument("--json", default=None, help="also write the report (metrics) to this file")

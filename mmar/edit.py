@@ -72,6 +72,7 @@ __all__ = [
     "kept_steps", "edit_grid", "token_edit_masks", "skeletal_token_masks", "temporal_token_masks",
     "EditSource", "load_source", "edit_task", "edit_motion", "save_edit", "keep_root_channels", "ROOT_CHANNELS",
     "composite_kept_frames",
+    "fade_weights",
 ]
 
 NUM_STEPS = 49  # latent steps of 196 frames
@@ -672,44 +673,71 @@ def keep_root_channels(edited: np.ndarray, source_features: np.ndarray, request:
     return out
 
 
-def composite_kept_frames(edited: np.ndarray, recon: np.ndarray, request: EditRequest, fade: int = 8,
-                          unit: int = UNIT) -> np.ndarray:
-    """Temporal edits: ``edited (n, T', F)`` with the kept frames taken from ``recon (T', F)``
-    (the source decoded through the tokenizer) and a linear cross-fade over ``fade`` frames on
-    the edited side of each seam. Tokens that straddle a seam are already the source's, but
-    the decoder's receptive field and the linear up-sampling of regenerated neighbours reach a
-    few frames into the kept side; compositing holds kept frames to the tokenizer's own error.
-    Features are blended (root channels are velocities, so the world path stays continuous). A
-    no-op for body-part and semantic edits."""
+RAMPS = ("smooth", "linear")
+KEEP_FROM = ("source", "decoding")
+
+
+def fade_weights(kept: np.ndarray, fade: int, ramp: str = "smooth") -> np.ndarray:
+    """Per-frame weight of the kept motion for a 0/1 ``kept (T,)`` mask: 1 in kept frames,
+    falling to 0 over ``fade`` frames on the edited side of each seam. ``ramp="linear"``:
+    ``1 - d / (fade + 1)`` at ``d`` frames from the nearest kept frame; ``"smooth"``: the same
+    through the quintic smootherstep ``6x^5 - 15x^4 + 10x^3``, whose first and second
+    derivatives vanish at both ends, so that the blend adds no kink (and no jerk spike) where
+    the fade starts and stops."""
+    if ramp not in RAMPS:
+        raise ConfigError(f"cross-fade ramp must be one of {RAMPS}, got {ramp!r}")
+    fade = int(fade)
+    if fade < 0:
+        raise ConfigError(f"cross-fade must be >= 0 frames, got {fade}")
+    kept = np.asarray(kept, np.float64)
+    T = kept.shape[0]
+    idx = np.flatnonzero(kept > 0)
+    if fade == 0 or idx.size == 0:
+        return (kept > 0).astype(np.float32)
+    d = np.min(np.abs(np.arange(T)[:, None] - idx[None, :]), axis=1).astype(np.float64)
+    x = np.clip(1.0 - d / (fade + 1), 0.0, 1.0)
+    if ramp == "smooth":
+        x = x * x * x * (x * (6.0 * x - 15.0) + 10.0)
+    return x.astype(np.float32)
+
+
+def composite_kept_frames(edited: np.ndarray, kept_motion: np.ndarray, request: EditRequest, fade: int = 8,
+                          unit: int = UNIT, ramp: str = "linear") -> np.ndarray:
+    """Temporal edits: ``edited (n, T', F)`` with the kept frames taken from ``kept_motion
+    (>= T, F)`` -- the source decoded through the tokenizer, or the source itself (then kept
+    frames are the user's own frames) -- cross-faded over ``fade`` frames on the
+    edited side of each seam (:func:`fade_weights`). Tokens that straddle a seam are already
+    the source's, but the decoder's receptive field and the linear up-sampling of regenerated
+    neighbours reach a few frames into the kept side; compositing holds kept frames to the
+    source (or to the tokenizer's own error). Features are blended (root channels are
+    velocities, so the world path stays continuous). A no-op for body-part and semantic edits."""
     out = np.array(edited, np.float32, copy=True)
     if request.keep_frames is None or request.keep_groups is not None:
         return out
     T = int(request.keep_frames.shape[0])
-    kept = np.repeat(kept_steps(request, T, unit), unit)[:T].astype(np.float32)
-    w = kept.copy()
-    if fade > 0:  # weight of the source decoding: 1 in kept frames, ramping down over `fade` frames outside
-        d = np.full(T, np.inf)
-        idx = np.flatnonzero(kept > 0)
-        if idx.size:
-            d = np.min(np.abs(np.arange(T)[:, None] - idx[None, :]), axis=1).astype(np.float64)
-        w = np.clip(1.0 - d / (fade + 1), 0.0, 1.0).astype(np.float32)
-    r = np.asarray(recon, np.float32)[:T]
-    out[:, :T] = w[None, :, None] * r[None] + (1.0 - w[None, :, None]) * out[:, :T]
+    r = np.asarray(kept_motion, np.float32)
+    if r.ndim != 2 or r.shape[0] < T or r.shape[1] != out.shape[-1]:
+        raise ShapeError(f"kept motion must be ({T}+, {out.shape[-1]}) features, got {r.shape}")
+    kept = np.repeat(kept_steps(request, T, unit), unit)[:T]
+    w = fade_weights(kept, fade, ramp)
+    out[:, :T] = w[None, :, None] * r[None, :T] + (1.0 - w[None, :, None]) * out[:, :T]
     return out
 
 
 def edit_motion(run, source: EditSource, request: EditRequest, *, num: int = 1, seed: int = 0,
                 source_text: str | None = None, guidance: float | None = None, temperature: float | None = None,
                 gamma: int | None = None, tau: float | None = None, root_from_source: bool = True,
-                composite: bool = True) -> dict[str, Any]:
+                composite: bool = True, keep_from: str = "decoding", fade: int = 8,
+                ramp: str = "linear") -> dict[str, Any]:
     """Edit ``source`` as ``request`` asks with the text-to-motion run ``run`` (a
     :class:`mmar.run.Run`): ``num`` edits (seeds ``seed``, ``seed + 1``, ... within one batch).
 
     ``source_text``: the source's caption for the semantic rule (default: the source's own
     caption when known, else the unconditional model). ``root_from_source``: body-part edits
     that keep the root get the source's root channels back (:func:`keep_root_channels`);
-    ``composite``: temporal edits take their kept frames from the source's decoding, cross-faded
-    at the seams (:func:`composite_kept_frames`). Returns ``{"edited":
+    ``composite``: temporal edits take their kept frames from ``keep_from`` (``"source"``: the
+    source's own frames; ``"decoding"``: the source through the tokenizer), cross-faded over
+    ``fade`` frames at each seam with ``ramp`` (:func:`composite_kept_frames`). Returns ``{"edited":
     GeneratedMotions, "recon": (T, 263) the source through the tokenizer, "source_joints",
     "recon_joints", "edited_joints" (list), "metrics" (list of :func:`mmar.eval.editing.summarize_edit`
     per edit), "editable_tokens" (per scale), "seconds"}``."""
@@ -728,7 +756,10 @@ def edit_motion(run, source: EditSource, request: EditRequest, *, num: int = 1, 
     if root_from_source:
         res.edited.features = keep_root_channels(res.edited.features, source.features, request)
     if composite:
-        res.edited.features = composite_kept_frames(res.edited.features, res.recon, request)
+        if keep_from not in KEEP_FROM:
+            raise ConfigError(f"keep_from must be one of {KEEP_FROM}, got {keep_from!r}")
+        kept_motion = source.features if keep_from == "source" else res.recon
+        res.edited.features = composite_kept_frames(res.edited.features, kept_motion, request, fade=fade, ramp=ramp)
     recon_joints = _joints_of(res.recon[:T])
     edited_joints = [_joints_of(f[:T]) for f in res.edited.features]
     metrics = [summarize_edit(source.joints, e, request, source.fps, recon_joints) for e in edited_joints]

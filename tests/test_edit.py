@@ -472,3 +472,33 @@ def test_composite_kept_frames_takes_the_source_decoding_in_kept_frames():
     assert out[0, 32:40, 0].tolist() == [1.0] * 8
     for req in (E.make_request("a person waves", 40, keep_joints="lower"), E.make_request("a person waves", 40)):
         np.testing.assert_array_equal(E.composite_kept_frames(ed, rec, req), ed)
+
+
+def test_fade_weights_smooth_ramp_has_no_kink_and_matches_linear_ends():
+    kept = np.zeros(40)
+    kept[:16] = 1
+    lin = E.fade_weights(kept, 8, "linear")
+    smo = E.fade_weights(kept, 8, "smooth")
+    for w in (lin, smo):
+        assert w[:16].tolist() == [1.0] * 16 and w[25:].tolist() == [0.0] * 15
+        assert np.all(np.diff(w[15:25]) < 0) and w[16:24].min() > 0  # 8 frames of fade
+    np.testing.assert_allclose(smo[19] + smo[20], 1.0, atol=1e-6)  # symmetric about the middle of the fade
+    # the smooth ramp's second difference is small at both ends of the fade (no kink), the linear one's is not
+    assert abs(np.diff(smo, 2)[14]) < 0.02 and abs(np.diff(lin, 2)[14]) > 0.09
+    assert E.fade_weights(kept, 0, "smooth").tolist() == kept.tolist()
+    with pytest.raises(ConfigError, match="ramp"):
+        E.fade_weights(kept, 8, "cubic")
+    with pytest.raises(ConfigError, match=">= 0"):
+        E.fade_weights(kept, -1)
+
+
+def test_composite_kept_frames_from_the_source_itself():
+    ed = np.zeros((1, 48, 263), np.float32)
+    src = np.full((40, 263), 2.0, np.float32)  # the source: exactly T frames, shorter than the padded edit
+    req = E.make_request("a person waves", 40, keep_frames="24:40")
+    out = E.composite_kept_frames(ed, src, req, fade=4, ramp="smooth")
+    np.testing.assert_array_equal(out[0, 24:40], 2.0)  # kept frames: the user's frames, exactly
+    assert out[0, :19, 0].tolist() == [0.0] * 19 and np.all(np.diff(out[0, 19:24, 0]) > 0)
+    np.testing.assert_array_equal(out[0, 40:], 0.0)  # padding untouched
+    with pytest.raises(ShapeError, match="kept motion"):
+        E.composite_kept_frames(ed, src[:30], req)

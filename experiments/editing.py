@@ -73,7 +73,8 @@ def _mean(xs):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", required=True)
-    ap.add_argument("--evaluator", required=True)
+    ap.add_argument("--evaluator", default=None,
+                    help="text-motion evaluator run (without it: no T2M columns; kept errors and jerks only)")
     ap.add_argument("--motions", type=int, default=64)
     ap.add_argument("--kinds", default=",".join(KINDS))
     ap.add_argument("--seed", type=int, default=0)
@@ -100,9 +101,19 @@ def main(argv=None) -> int:
     task = edit_task(run)
     groups = int(task.edit_groups)
     kinds = [k for k in args.kinds.split(",") if groups > 1 or not k.startswith("keep_")]
-    ev = load_evaluator(args.evaluator)
-    ds = t2m_eval_dataset(run, ev, ("train", "test"))
-    test = ds["test"]
+    ev = load_evaluator(args.evaluator) if args.evaluator else None
+    if ev is not None:
+        ds = t2m_eval_dataset(run, ev, ("train", "test"))
+        test = ds["test"]
+    else:  # the test split with the run's own statistics (features are kept unnormalised)
+        from mmar.data import hml_features as hf
+        from mmar.data.t2m import load_t2m
+
+        base, d = run.task.dataset, run.config.data
+        kw = {"max_clips": getattr(d, "max_clips", None), "workers": getattr(d, "workers", 2)} \
+            if base.source == "bandai" else {}
+        test = load_t2m(base.source, getattr(d, "root", None), getattr(d, "fps", None), base.min_len, base.max_len,
+                        splits=("test",), stats=hf.Normalizer(base.mean, base.std), progress=False, **kw)["test"]
     rng = np.random.default_rng(args.seed)
     idx = rng.permutation(len(test))[: args.motions]
     contents = [m.clip.split("_")[1] if "_" in m.clip else m.clip for m in test]
@@ -111,7 +122,10 @@ def main(argv=None) -> int:
         others = [j for j in range(len(test)) if contents[j] != contents[i]] or list(range(len(test)))
         j = int(rng.choice(others))
         picks.append((int(i), test[j].captions[int(rng.integers(len(test[j].captions)))]))
-    ref = centre_embeddings(ev, ds, "train")
+    ref = centre_embeddings(ev, ds, "train") if ev is not None else None
+
+    def embed(f, n):
+        return ev.embed_motion(f[None], np.array([n]), normalized=False)[0] if ev is not None else None
     from mmar.data.hml_features import recover_from_ric
 
     rows: dict[str, list] = {k: [] for k in kinds}
@@ -123,12 +137,12 @@ def main(argv=None) -> int:
         n = min(mo.length, 196) // 4 * 4
         feats = mo.features[:n]
         src_joints = np.asarray(recover_from_ric(feats, 22), np.float32)
-        src_emb.append(ev.embed_motion(feats[None], np.array([n]), normalized=False)[0])
+        src_emb.append(embed(feats, n))
         texts.append(text)
         own_texts.append(mo.captions[0])
         lengths.append(n)
         g = task.generate(run.variables, [text], [n], seed=n_i)
-        gen_emb.append(ev.embed_motion(g.features[:, :n], np.array([n]), normalized=False)[0])
+        gen_emb.append(embed(g.features[0, :n], n))
         gen_jerk.append(data_jerk(np.asarray(recover_from_ric(g.features[0, :n], 22), np.float32), 20.0))
         for kind in kinds:
             req = request_for(kind, text, n, groups)
@@ -150,12 +164,14 @@ def main(argv=None) -> int:
                     np.linalg.norm(local(res.recon[:n]) - local(feats), axis=-1)[cells].mean() * 100)
             row["recon_jerk"] = data_jerk(rec_j, 20.0)
             rows[kind].append(row)
-            emb[kind].append(ev.embed_motion(ed[None], np.array([n]), normalized=False)[0])
+            emb[kind].append(embed(ed, n))
     seconds = time.perf_counter() - t0
-    t_emb = ev.embed_text(texts)
+    t_emb = ev.embed_text(texts) if ev is not None else None
     pool = 32 if len(picks) >= 32 else len(picks)
 
     def t2m(m_emb):
+        if ev is None:
+            return None
         m_emb = np.asarray(m_emb)
         out = pooled_retrieval(t_emb, m_emb, pool)
         out["fid"] = fid(ref, m_emb)
@@ -163,8 +179,9 @@ def main(argv=None) -> int:
 
     table = {"source": {"t2m": t2m(src_emb)}, "generated": {"t2m": t2m(gen_emb),
                                                                       "edit_jerk": _mean(gen_jerk)}}
-    own = pooled_retrieval(ev.embed_text(own_texts), np.asarray(src_emb), pool)
-    table["source_own_caption"] = {"t2m": {**own, "fid": fid(ref, np.asarray(src_emb))}}
+    if ev is not None:
+        own = pooled_retrieval(ev.embed_text(own_texts), np.asarray(src_emb), pool)
+        table["source_own_caption"] = {"t2m": {**own, "fid": fid(ref, np.asarray(src_emb))}}
     for kind in kinds:
         r = rows[kind]
         table[kind] = {
@@ -189,7 +206,7 @@ def main(argv=None) -> int:
             t["seam_over_recon_jerk"] = t["seam_jerk"] / t["recon_jerk"]
             t["seam_over_edit_jerk"] = t["seam_jerk"] / t["edit_jerk"]
             t["source_seam_over_data_jerk"] = t["source_seam_jerk"] / t["data_jerk"]
-    out = {"checkpoint": str(run.checkpoint), "task": run.config.task, "evaluator": ev.info,
+    out = {"checkpoint": str(run.checkpoint), "task": run.config.task, "evaluator": ev.info if ev else None,
            "composite": {"on": args.composite, "keep_from": args.keep_from, "fade": args.fade, "ramp": args.ramp},
            "motions": len(picks), "pool_size": pool, "seconds": round(seconds, 1), "table": table}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -166,3 +166,22 @@ def test_mmar_edit_command(run, bandai_bvh, tmp_path, capsys):
         code = main(["edit", "--checkpoint", str(wd), "--source", str(bandai_bvh), "--text", "a person moves",
                      "--out", str(out2), *extra])
         assert code == 2 and msg in capsys.readouterr().err.lower() and not out2.exists()
+
+
+def test_mmar_edit_keeps_the_users_frames_with_keep_from_source(run, bandai_bvh, tmp_path, capsys):  # noqa: F811
+    from mmar.cli import main
+    from mmar.data.arrays import load_arrays
+
+    wd, _, _ = run
+    out = tmp_path / "prefix.npz"
+    code = main(["edit", "--checkpoint", str(wd), "--source", str(bandai_bvh), "--text", "a person moves 2",
+                 "--keep-frames", "0:80", "--keep-from", "source", "--ramp", "smooth", "--fade", "8",
+                 "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    arrays = load_arrays(str(out))
+    src, ed = arrays["source"]["features"], arrays["edit_0"]["features"]
+    np.testing.assert_array_equal(ed[:80], src[:80])  # kept frames: the source's own, exactly
+    assert not np.allclose(ed[88:], src[88:], atol=1e-3)  # past the fade: the edit
+    code = main(["edit", "--checkpoint", str(wd), "--source", str(bandai_bvh), "--text", "a person moves",
+                 "--keep-frames", "0:80", "--fade", "-2", "--out", str(tmp_path / "never.npz")])
+    assert code == 2 and ">= 0" in capsys.readouterr().err and not (tmp_path / "never.npz").exists()

@@ -583,12 +583,12 @@ multi-host training (docs/design.md, "Multi-host training"):
                     "edit that keeps the root gets the source's root channels back, so the kept body stays on its path)")
     ed.add_argument("--no-composite", action="store_true", help="temporal edits: leave the kept frames as sampled "
                     "(default: taken from --keep-from, cross-faded over --fade frames at each seam)")
-    ed.add_argument("--keep-from", choices=("decoding", "source"), default="decoding",
-                    help="temporal edits: where kept frames come from: the source through the tokenizer "
-                    "(default) or the source's own frames")
-    ed.add_argument("--fade", type=int, default=8, help="temporal edits: cross-fade frames at each seam (default 8)")
-    ed.add_argument("--ramp", choices=("linear", "smooth"), default="linear",
-                    help="temporal edits: cross-fade shape (smooth: quintic smootherstep)")
+    ed.add_argument("--keep-from", choices=("source", "decoding"), default="source",
+                    help="temporal edits: where kept frames come from: the source's own frames (default) or the "
+                    "source through the tokenizer")
+    ed.add_argument("--fade", type=int, default=16, help="temporal edits: cross-fade frames at each seam (default 16)")
+    ed.add_argument("--ramp", choices=("smooth", "linear"), default="smooth",
+                    help="temporal edits: cross-fade shape (default smooth: quintic smootherstep)")
     ed.add_argument("--out", required=True, help="npz with source, source_recon and edit_<k> (mmar generate layout)")
     ed.add_argument("--gif", default=None, help="animation (.gif or .mp4): the source and the edits side by side")
     ed.add_argument("--json", default=None, help="also write the report (metrics) to this file")

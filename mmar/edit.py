@@ -727,8 +727,8 @@ def composite_kept_frames(edited: np.ndarray, kept_motion: np.ndarray, request: 
 def edit_motion(run, source: EditSource, request: EditRequest, *, num: int = 1, seed: int = 0,
                 source_text: str | None = None, guidance: float | None = None, temperature: float | None = None,
                 gamma: int | None = None, tau: float | None = None, root_from_source: bool = True,
-                composite: bool = True, keep_from: str = "decoding", fade: int = 8,
-                ramp: str = "linear") -> dict[str, Any]:
+                composite: bool = True, keep_from: str = "source", fade: int = 16,
+                ramp: str = "smooth") -> dict[str, Any]:
     """Edit ``source`` as ``request`` asks with the text-to-motion run ``run`` (a
     :class:`mmar.run.Run`): ``num`` edits (seeds ``seed``, ``seed + 1``, ... within one batch).
 

@@ -118,6 +118,31 @@ def test_training_losses_are_invariant(kind, bench):
             assert abs(lb / la - 1) > 1e-3, kind
 
 
+def test_motionmar_fk_position_loss(bench):
+    """``model.pos_weight`` adds the MRN output's FK joint-position error (metres) to the loss:
+    reported as ``mrn_pos``, the loss grows by exactly ``pos_weight`` times it, a turned and
+    moved batch gives the same loss in heading mode, and the batch carries the skeleton offsets."""
+    task, variables = _motionmar(bench, "heading")
+    params, extra = variables["params"], {"vqvae": variables["vqvae"]}
+    n = task.frames_per_window
+    clips = [bench["train"][k] for k in sorted(bench["train"])[:2]]
+    batch = _windows(bench, n)
+    batch["offsets"] = np.stack([c["offsets"] for c in clips for _ in (1, 5, 9)])
+    turned = {**turn_clip({k: batch[k] for k in ("sparse", "rot6d", "joints")}, 123.0, (-3.0, 2.5)),
+              "offsets": batch["offsets"]}
+    with_pos = make_task(dataclasses.replace(task.cfg, model=dataclasses.replace(task.m, pos_weight=2.0)),
+                         benchmark=bench)
+    assert "offsets" in with_pos.train_keys and "offsets" not in task.train_keys
+    key = jax.random.PRNGKey(3)
+    l0, (m0, _) = task.loss(params, extra, batch, key, 0)
+    l1, (m1, _) = with_pos.loss(params, extra, batch, key, 0)
+    lt, (mt, _) = with_pos.loss(params, extra, turned, key, 0)
+    assert "mrn_pos" not in m0 and 0.0 < float(m1["mrn_pos"]) < 2.0
+    assert float(l1) == pytest.approx(float(l0) + 2.0 * float(m1["mrn_pos"]), rel=1e-5)
+    assert float(lt) == pytest.approx(float(l1), rel=1e-4)
+    assert float(mt["mrn_pos"]) == pytest.approx(float(m1["mrn_pos"]), rel=1e-4)
+
+
 def test_vqvae_frame_must_match_the_second_stage(bench, tmp_path):
     """Building a Mem-MLP or MotionMAR over a VQ-VAE run of another frame fails with a ConfigError
     naming both frames; a run saved before the option (no ``model.frame``) reads as "world"."""

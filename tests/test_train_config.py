@@ -186,3 +186,27 @@ def test_a_registered_task_named_by_its_module_path_is_the_same_task():
     assert resume_conflicts(old, {"task": "moscale_vqvae", "train": {"steps": 10}}) == []
     assert resume_conflicts(old, {"task": "motionmar", "train": {"steps": 10}})  # another task still differs
     assert config_changes({"task": "mypkg.tasks.x"}, {"task": "x"})  # outside the registry: names differ
+
+
+def _experiment_files():
+    from conftest import REPO_ROOT
+
+    return sorted(p for p in (REPO_ROOT / "configs").glob("*.py") if p.stem not in ("__init__", "common"))
+
+
+@pytest.mark.parametrize("path", _experiment_files(), ids=lambda p: p.stem)
+def test_every_experiment_config_loads(path):
+    """Each configs/*.py returns a Config of a registered task whose model config is that task's,
+    and survives a save/reload round trip (no training, no data)."""
+    import dataclasses
+
+    from mmar.tasks import task_class
+
+    cfg = load_config(path)
+    assert isinstance(cfg, Config) and cfg.name
+    assert type(cfg.model) is task_class(cfg.task).ModelConfig
+    assert cfg.train.steps > 0 and cfg.train.batch_size > 0
+    d = config_to_dict(cfg)
+    json.dumps(d)
+    assert config_to_dict(config_from_dict(d, base=load_config(path))) == d
+    assert dataclasses.asdict(cfg.model)

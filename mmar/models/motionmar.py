@@ -378,14 +378,18 @@ def predict_online(model: MotionMAR, variables, vq_model, vq_vars, sparse: Array
 
 
 def ar_loss(model: MotionMAR, params, model_vars_extra: dict, vq_model, vq_vars, sparse: Array, pose: Array,
-            rng: Array, *, mrn_weight: float = 1.0, infer_kw: dict | None = None) -> tuple[Array, dict]:
+            rng: Array, *, mrn_weight: float = 1.0, infer_kw: dict | None = None, pos_weight: float = 0.0,
+            joints: Array | None = None, offsets: Array | None = None) -> tuple[Array, dict]:
     """MotionMAR's training loss on windows ``sparse (B, W, 54)``, ``pose (B, W, 132)``:
 
     * cross-entropy of the teacher-forced logits against the VQ-VAE's codes of every scale
       (condition dropout inside the model);
     * the MRN term: the model's own inference output (cached scale loop, soft decoding, no
       gradient into the transformer) refined by the MRN, against the ground-truth pose
-      (mean per-joint 6D L2 plus the same on frame-to-frame velocities).
+      (mean per-joint 6D L2 plus the same on frame-to-frame velocities);
+    * with ``pos_weight > 0`` (not in the paper; the MLP presets' FK loss), that weight times the
+      mean joint-position error (metres) of the refined pose's forward kinematics with
+      ``offsets (B, 22, 3)`` against the world ``joints (B, W, 22, 3)``, both placed at the head.
 
     Because no gradient flows from the MRN term into MAN/SAC, a model evaluated with
     ``refine=False`` is exactly the "without MRN" ablation of the same training run.
@@ -396,8 +400,9 @@ def ar_loss(model: MotionMAR, params, model_vars_extra: dict, vq_model, vq_vars,
     turned-back outputs: a rotation keeps the L2 norms).
     """
     c = model.config
+    frame = None
     if c.frame == "heading":
-        _, sparse, pose = window_to_frame(sparse, pose)
+        frame, sparse, pose = window_to_frame(sparse, pose)
     kw = {**dict(decode="soft", temperature=MOTIONMAR_SOFT_TEMPERATURE, guidance=1.0, noise=None), **(infer_kw or {}),
           "refine": False}  # the MRN input: the unrefined decoding, in the window's frame
     codes, tf = teacher_forcing(vq_model, vq_vars, pose)
@@ -425,4 +430,10 @@ def ar_loss(model: MotionMAR, params, model_vars_extra: dict, vq_model, vq_vars,
         raw_err = jnp.mean(jnp.linalg.norm((raw - pose).reshape(*pose.shape[:2], J, 6), axis=-1))
         metrics.update(mrn_rot=err, mrn_vel=vel, raw_rot=raw_err)
         loss = loss + mrn_weight * (err + vel)
+        if pos_weight:
+            from mmar.tasks.agrol_mlp import position_error
+
+            pos = position_error(refined.reshape(*pose.shape[:2], J, 6), joints, offsets, frame)
+            metrics["mrn_pos"] = pos
+            loss = loss + mrn_weight * pos_weight * pos
     return loss, metrics

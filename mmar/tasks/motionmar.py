@@ -56,6 +56,7 @@ class MotionMARModelConfig:
     mrn_hidden: int = 256
     mrn_layers: int = 2
     mrn_weight: float = 1.0
+    pos_weight: float = 0.0  # FK joint-position loss on the MRN output (not in the paper; 0 = the paper's loss)
     remat: str = "none"  # per-block rematerialisation of the MAN: none | full | dots | dots_no_batch
     # 'world' | 'heading': each window in the heading frame of its last frame's head (the TMT VQ-VAE run
     # must have the same model.frame)
@@ -98,6 +99,10 @@ class MotionMARTask(BenchmarkTask):
 
     frames_per_window = window
 
+    @property
+    def train_keys(self):
+        return ("sparse", "rot6d", "joints", "offsets") if self.m.pos_weight else ("sparse", "rot6d", "joints")
+
     def init(self, rng, batch):
         from mmar.models.motionmar import init_motionmar
 
@@ -112,8 +117,13 @@ class MotionMARTask(BenchmarkTask):
         batch = self.augment(batch, rng)
         sparse = jnp.asarray(batch["sparse"], jnp.float32)
         infer_kw = {"decode": self.m.decode, "temperature": self.m.soft_temperature}
+        pos_kw = {}
+        if self.m.pos_weight:
+            pos_kw = dict(pos_weight=self.m.pos_weight, joints=jnp.asarray(batch["joints"], jnp.float32),
+                          offsets=jnp.asarray(batch["offsets"], jnp.float32))
         loss, metrics = ar_loss(self.model, params, {}, self.vq_model, extra_vars["vqvae"], sparse,
-                                pose_features(batch["rot6d"]), rng, mrn_weight=self.m.mrn_weight, infer_kw=infer_kw)
+                                pose_features(batch["rot6d"]), rng, mrn_weight=self.m.mrn_weight, infer_kw=infer_kw,
+                                **pos_kw)
         return loss, (metrics, None)
 
     # ------------------------------------------------------------------ inference

@@ -81,7 +81,7 @@ def main(argv=None) -> int:
     ap.add_argument("--fade", type=int, default=16, help="cross-fade frames of the compositing")
     ap.add_argument("--keep-from", choices=("source", "decoding"), default="source",
                     help="where the composited kept frames come from")
-    ap.add_argument("--ramp", choices=("smooth", "linear"), default="smooth", help="cross-fade shape")
+    ap.add_argument("--ramp", choices=("smooth", "linear", "minjerk"), default="smooth", help="cross-fade shape")
     ap.add_argument("--no-composite", dest="composite", action="store_false",
                     help="temporal edits: keep the decoded kept frames as sampled (no compositing)")
     ap.add_argument("--out", required=True, help="JSON of the table")

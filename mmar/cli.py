@@ -587,8 +587,9 @@ multi-host training (docs/design.md, "Multi-host training"):
                     help="temporal edits: where kept frames come from: the source's own frames (default) or the "
                     "source through the tokenizer")
     ed.add_argument("--fade", type=int, default=16, help="temporal edits: cross-fade frames at each seam (default 16)")
-    ed.add_argument("--ramp", choices=("smooth", "linear"), default="smooth",
-                    help="temporal edits: cross-fade shape (default smooth: quintic smootherstep)")
+    ed.add_argument("--ramp", choices=("smooth", "linear", "minjerk"), default="smooth",
+                    help="temporal edits: cross-fade shape (default smooth: quintic smootherstep; minjerk: a "
+                         "minimum-jerk offset matching value, velocity and acceleration at each seam)")
     ed.add_argument("--out", required=True, help="npz with source, source_recon and edit_<k> (mmar generate layout)")
     ed.add_argument("--gif", default=None, help="animation (.gif or .mp4): the source and the edits side by side")
     ed.add_argument("--json", default=None, help="also write the report (metrics) to this file")

@@ -673,7 +673,7 @@ def keep_root_channels(edited: np.ndarray, source_features: np.ndarray, request:
     return out
 
 
-RAMPS = ("smooth", "linear")
+RAMPS = ("smooth", "linear", "minjerk")
 KEEP_FROM = ("source", "decoding")
 
 
@@ -686,6 +686,9 @@ def fade_weights(kept: np.ndarray, fade: int, ramp: str = "smooth") -> np.ndarra
     the fade starts and stops."""
     if ramp not in RAMPS:
         raise ConfigError(f"cross-fade ramp must be one of {RAMPS}, got {ramp!r}")
+    if ramp == "minjerk":
+        raise ConfigError("ramp 'minjerk' is an offset, not a weight: see min_jerk_offsets")
+
     fade = int(fade)
     if fade < 0:
         raise ConfigError(f"cross-fade must be >= 0 frames, got {fade}")
@@ -701,6 +704,59 @@ def fade_weights(kept: np.ndarray, fade: int, ramp: str = "smooth") -> np.ndarra
     return x.astype(np.float32)
 
 
+def seams_of(kept: np.ndarray) -> list[tuple[int, int, int]]:
+    """The seams of a 0/1 ``kept (T,)`` mask as ``(k, direction, room)``: ``k`` the kept frame at
+    the seam, ``direction`` +1 where the edited frames follow it and -1 where they precede it,
+    ``room`` the frames the seam may use on the edited side (the whole edited run where it meets
+    the clip's end, half of it where another seam closes it)."""
+    kept = np.asarray(kept) > 0
+    T = kept.shape[0]
+    out = []
+    for k in range(T):
+        if not kept[k]:
+            continue
+        for direction in (1, -1):
+            j = k + direction
+            if not 0 <= j < T or kept[j]:
+                continue
+            n = 0
+            while 0 <= j < T and not kept[j]:
+                n, j = n + 1, j + direction
+            out.append((k, direction, n if not 0 <= j < T else n // 2))
+    return out
+
+
+def min_jerk_offsets(edited: np.ndarray, kept_motion: np.ndarray, kept: np.ndarray, fade: int) -> np.ndarray:
+    """Offsets that carry each seam's kept motion into ``edited (n, T, F)`` and die out with the
+    least jerk: at a seam's kept frame ``k`` the difference ``d = kept_motion - edited`` and its
+    first two time derivatives (central differences) start a quintic that reaches 0 with zero
+    velocity and acceleration ``fade + 1`` frames into the edited side (the minimum-jerk
+    polynomial of those end conditions; "inertialization" in game animation). ``edited + offset``
+    then continues the kept frames to second order and becomes the generated motion over
+    ``fade`` frames, keeping the generated motion's own dynamics in between (a cross-fade mixes
+    two motions there: its jerk carries the weight's derivatives times their difference)."""
+    g = np.asarray(edited, np.float64)
+    T = int(kept.shape[0])
+    d = np.asarray(kept_motion, np.float64)[None, :T] - g[:, :T]
+    off = np.zeros_like(g)
+    for k, direction, room in seams_of(kept):
+        L = min(int(fade), int(room))
+        if L < 1:
+            continue
+        nxt, prv = d[:, min(max(k + direction, 0), T - 1)], d[:, min(max(k - direction, 0), T - 1)]
+        x0 = d[:, k]
+        v0 = 0.5 * (nxt - prv)
+        a0 = nxt - 2.0 * x0 + prv
+        t1 = float(L + 1)
+        A = -(a0 * t1 ** 2 + 6.0 * v0 * t1 + 12.0 * x0) / (2.0 * t1 ** 5)
+        B = (3.0 * a0 * t1 ** 2 + 16.0 * v0 * t1 + 30.0 * x0) / (2.0 * t1 ** 4)
+        C = -(3.0 * a0 * t1 ** 2 + 12.0 * v0 * t1 + 20.0 * x0) / (2.0 * t1 ** 3)
+        for j in range(1, L + 1):
+            t = float(j)
+            off[:, k + direction * j] += (((((A * t + B) * t + C) * t + 0.5 * a0) * t + v0) * t + x0)
+    return off.astype(np.float32)
+
+
 def composite_kept_frames(edited: np.ndarray, kept_motion: np.ndarray, request: EditRequest, fade: int = 8,
                           unit: int = UNIT, ramp: str = "linear") -> np.ndarray:
     """Temporal edits: ``edited (n, T', F)`` with the kept frames taken from ``kept_motion
@@ -710,7 +766,10 @@ def composite_kept_frames(edited: np.ndarray, kept_motion: np.ndarray, request: 
     the source's, but the decoder's receptive field and the linear up-sampling of regenerated
     neighbours reach a few frames into the kept side; compositing holds kept frames to the
     source (or to the tokenizer's own error). Features are blended (root channels are
-    velocities, so the world path stays continuous). A no-op for body-part and semantic edits."""
+    velocities, so the world path stays continuous). ``ramp="minjerk"`` adds the minimum-jerk
+    offsets of :func:`min_jerk_offsets` to the edited side instead of cross-fading (measured
+    jerkier at the seams than the smooth cross-fade with this decoder: ``docs/results.md``,
+    "Seams"). A no-op for body-part and semantic edits."""
     out = np.array(edited, np.float32, copy=True)
     if request.keep_frames is None or request.keep_groups is not None:
         return out
@@ -719,6 +778,11 @@ def composite_kept_frames(edited: np.ndarray, kept_motion: np.ndarray, request: 
     if r.ndim != 2 or r.shape[0] < T or r.shape[1] != out.shape[-1]:
         raise ShapeError(f"kept motion must be ({T}+, {out.shape[-1]}) features, got {r.shape}")
     kept = np.repeat(kept_steps(request, T, unit), unit)[:T]
+    if ramp == "minjerk":
+        if int(fade) < 0:
+            raise ConfigError(f"cross-fade must be >= 0 frames, got {fade}")
+        out[:, :T] = np.where(kept[None, :, None], r[None, :T], out[:, :T] + min_jerk_offsets(out, r, kept, fade)[:, :T])
+        return out
     w = fade_weights(kept, fade, ramp)
     out[:, :T] = w[None, :, None] * r[None, :T] + (1.0 - w[None, :, None]) * out[:, :T]
     return out

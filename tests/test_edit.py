@@ -502,3 +502,48 @@ def test_composite_kept_frames_from_the_source_itself():
     np.testing.assert_array_equal(out[0, 40:], 0.0)  # padding untouched
     with pytest.raises(ShapeError, match="kept motion"):
         E.composite_kept_frames(ed, src[:30], req)
+
+
+def test_seams_of_a_kept_mask():
+    kept = np.zeros(40, bool)
+    kept[:8] = kept[28:] = True  # in-between: two seams share a 20-frame gap
+    assert E.seams_of(kept) == [(7, 1, 10), (28, -1, 10)]
+    kept = np.zeros(40, bool)
+    kept[24:] = True  # suffix: the edited run meets the clip's start
+    assert E.seams_of(kept) == [(24, -1, 24)]
+    assert E.seams_of(np.ones(10, bool)) == [] and E.seams_of(np.zeros(10, bool)) == []
+
+
+def test_min_jerk_composite_continues_the_kept_motion_to_second_order():
+    """Kept frames are the source's; across each seam the composite continues the source in value,
+    velocity and acceleration (its first and second differences there are the source's up to the
+    offset's own jerk, although the generated motion is far away), its jerk stays within the
+    minimum-jerk bound ``60 |gap| / (fade + 1)^3`` of the gap it closes (a linear fade jumps far
+    past it), and ``fade + 1`` frames in it is the generated motion; a constant gap decays
+    monotonically."""
+    T, fade = 64, 12
+    t = np.arange(T, dtype=np.float64)[:, None] / 20.0
+    src = np.tile(np.sin(2.0 * t) + 0.5 * t, (1, 263)).astype(np.float32)
+    ed = np.tile(np.cos(3.0 * t) - 1.0, (1, 1, 263)).astype(np.float32)  # 3.0 below the source at frame 15
+    req = E.make_request("a person waves", T, keep_frames="0:16,48:64")
+    out = E.composite_kept_frames(ed, src, req, fade=fade, ramp="minjerk")
+    np.testing.assert_array_equal(out[0, :16], src[:16])
+    np.testing.assert_array_equal(out[0, 48:], src[48:])
+    np.testing.assert_allclose(out[0, 16 + fade:48 - fade], ed[0, 16 + fade:48 - fade], atol=1e-6)
+    x, s = out[0, :, 0], src[:, 0]
+    gap = abs(src[15, 0] - ed[0, 15, 0])
+    bound = 60.0 * gap / (fade + 1) ** 3
+    for k in (15, 47):  # the last kept / edited frame before each seam
+        for order, at in ((1, k), (2, k - 1)):
+            assert abs(np.diff(x, order)[at] - np.diff(s, order)[at]) < 0.25 * bound, (k, order)
+    assert np.abs(np.diff(x, 3)).max() < bound + 0.01
+    lin = E.composite_kept_frames(ed, src, req, fade=fade, ramp="linear")[0, :, 0]
+    assert np.abs(np.diff(lin, 3)).max() > 2.0 * bound
+    # a constant gap (no velocity or acceleration difference) decays monotonically to 0
+    flat = E.composite_kept_frames(np.zeros((1, T, 263), np.float32), np.ones((T, 263), np.float32),
+                                   E.make_request("a person waves", T, keep_frames="0:16"), fade=fade, ramp="minjerk")
+    assert np.all(np.diff(flat[0, 15:16 + fade + 1, 0]) < 0) and flat[0, 16 + fade:, 0].max() == 0.0
+    with pytest.raises(ConfigError, match=">= 0"):
+        E.composite_kept_frames(ed, src, req, fade=-1, ramp="minjerk")
+    with pytest.raises(ConfigError, match="offset"):
+        E.fade_weights(np.ones(4), 4, "minjerk")

@@ -70,6 +70,17 @@ def _mean(xs):
     return float(np.mean(xs)) if xs else None
 
 
+def _ratio_ci(pairs, n: int = 4000, seed: int = 1):
+    """95% paired-bootstrap interval (over motions) of ``mean(a) / mean(b)`` for ``[(a, b), ...]``
+    (None without pairs)."""
+    pm = np.array([p for p in pairs if p[0] is not None and p[1] is not None], np.float64)
+    if not len(pm):
+        return None
+    idx = np.random.default_rng(seed).integers(0, len(pm), (n, len(pm)))
+    ratio = pm[idx, 0].mean(1) / pm[idx, 1].mean(1)
+    return [float(x) for x in np.percentile(ratio, [2.5, 97.5])]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", required=True)
@@ -82,10 +93,19 @@ def main(argv=None) -> int:
     ap.add_argument("--keep-from", choices=("source", "decoding"), default="source",
                     help="where the composited kept frames come from")
     ap.add_argument("--ramp", choices=("smooth", "linear", "minjerk"), default="smooth", help="cross-fade shape")
+    ap.add_argument("--also", default="",
+                    help="more seam blends scored on the same samples, RAMP:FADE[,RAMP:FADE...] "
+                         "(e.g. smooth:24,minjerk:16; temporal kinds; kept frames from --keep-from)")
     ap.add_argument("--no-composite", dest="composite", action="store_false",
                     help="temporal edits: keep the decoded kept frames as sampled (no compositing)")
     ap.add_argument("--out", required=True, help="JSON of the table")
     args = ap.parse_args(argv)
+    also = []
+    for item in filter(None, args.also.split(",")):
+        ramp, _, fade = item.partition(":")
+        if ramp not in ("smooth", "linear", "minjerk") or not fade.isdigit():
+            ap.error(f"--also takes RAMP:FADE items (ramp smooth|linear|minjerk), got {item!r}")
+        also.append((ramp, int(fade)))
 
     from rich.progress import track
 
@@ -129,6 +149,7 @@ def main(argv=None) -> int:
     from mmar.data.hml_features import recover_from_ric
 
     rows: dict[str, list] = {k: [] for k in kinds}
+    extra: dict[tuple, list] = {(b, k): [] for b in also for k in kinds}
     emb: dict[str, list] = {k: [] for k in kinds}
     src_emb, texts, own_texts, lengths, gen_emb, gen_jerk = [], [], [], [], [], []
     t0 = time.perf_counter()
@@ -149,6 +170,12 @@ def main(argv=None) -> int:
             res = task.edit(run.variables, feats, n, text, edit_grid(req, n, num_groups=groups),
                             semantic=req.kind == "semantic", source_text=mo.captions[0], seed=n_i)
             ed = keep_root_channels(res.edited.features, feats, req)
+            if req.keep_frames is not None:
+                for ramp, fade in also:
+                    kept_motion = feats if args.keep_from == "source" else res.recon
+                    e2 = composite_kept_frames(ed, kept_motion, req, fade=fade, ramp=ramp)[0, :n]
+                    r2 = summarize_edit(src_joints, np.asarray(recover_from_ric(e2, 22), np.float32), req, 20.0)
+                    extra[(ramp, fade), kind].append(r2)
             if args.composite:
                 kept_motion = feats if args.keep_from == "source" else res.recon
                 ed = composite_kept_frames(ed, kept_motion, req, fade=args.fade, ramp=args.ramp)
@@ -202,10 +229,23 @@ def main(argv=None) -> int:
             "t2m": t2m(emb[kind]),
         }
         t = table[kind]
+        t["seam_over_source_ci95"] = _ratio_ci([(x["seam_jerk"], x["source_seam_jerk"]) for x in r])
         if t["seam_jerk"] is not None:
             t["seam_over_recon_jerk"] = t["seam_jerk"] / t["recon_jerk"]
             t["seam_over_edit_jerk"] = t["seam_jerk"] / t["edit_jerk"]
             t["source_seam_over_data_jerk"] = t["source_seam_jerk"] / t["data_jerk"]
+    blends = {}
+    for (ramp, fade), kind in extra:
+        r = extra[(ramp, fade), kind]
+        if not r:
+            continue
+        b = {key: _mean(x[key] for x in r) for key in ("seam_jerk", "source_seam_jerk", "data_jerk", "edit_jerk",
+                                                        "kept_error_cm", "kept_error_root_cm", "edited_change_cm")}
+        b["seam_over_source"] = b["seam_jerk"] / b["source_seam_jerk"]
+        b["seam_over_source_ci95"] = _ratio_ci([(x["seam_jerk"], x["source_seam_jerk"]) for x in r])
+        blends.setdefault(f"{ramp}:{fade}", {})[kind] = b
+    if blends:
+        table["blends"] = blends
     out = {"checkpoint": str(run.checkpoint), "task": run.config.task, "evaluator": ev.info if ev else None,
            "composite": {"on": args.composite, "keep_from": args.keep_from, "fade": args.fade, "ramp": args.ramp},
            "motions": len(picks), "pool_size": pool, "seconds": round(seconds, 1), "table": table}

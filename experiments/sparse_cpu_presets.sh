@@ -4,10 +4,11 @@
 # evaluate it online on the test split (whole split and dataset-1, jitter beside the ground
 # truth's); Mem-MLP with its EMA weights, with and without IK.
 #
-#   experiments/sparse_cpu_presets.sh ROOT [agrol|mem|all]
+#   experiments/sparse_cpu_presets.sh ROOT [agrol|mem|motionmar|all]
 #
-# Environment: CORES_AGROL / CORES_MEM (taskset core lists; default: all cores) to run the two
-# presets side by side, one core each, on a 2-core machine.
+# MotionMAR (its TMT VQ-VAE, then MAN + SAC + MRN) is evaluated with and without its refiner.
+# Environment: CORES_AGROL / CORES_MEM / CORES_MM (taskset core lists; default: all cores) to run
+# presets side by side on a 2-core machine ("all" starts the three at once).
 set -euo pipefail
 root=$1 which=${2:-all}
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -34,9 +35,18 @@ mem() {
   timed mem_eval_ik $p "$py" -m mmar.cli eval --checkpoint "$root/mem" --ema --set model.ik=true --out "$root/mem_test_ik.json"
   timed mem_eval $p "$py" -m mmar.cli eval --checkpoint "$root/mem" --ema --out "$root/mem_test.json"
 }
+motionmar() {
+  local p; p=$(pin "${CORES_MM:-}")
+  timed mm_vq_train $p "$py" -m mmar.cli train configs/motionmar_vqvae_cpu.py --workdir "$root/mm_vq" --set train.progress=false
+  timed mm_train $p "$py" -m mmar.cli train configs/motionmar_cpu.py --workdir "$root/mm" \
+    --set model.vqvae_workdir="$root/mm_vq" --set train.progress=false
+  timed mm_eval $p "$py" -m mmar.cli eval --checkpoint "$root/mm" --out "$root/mm_test.json"
+  timed mm_eval_nomrn $p "$py" -m mmar.cli eval --checkpoint "$root/mm" --set model.refine=false --out "$root/mm_test_nomrn.json"
+}
 case $which in
   agrol) agrol ;;
   mem) mem ;;
-  all) agrol & mem & wait ;;
-  *) echo "usage: $0 ROOT [agrol|mem|all]" >&2; exit 2 ;;
+  motionmar) motionmar ;;
+  all) agrol & mem & motionmar & wait ;;
+  *) echo "usage: $0 ROOT [agrol|mem|motionmar|all]" >&2; exit 2 ;;
 esac

@@ -272,3 +272,43 @@ def test_two_trainers_on_one_workdir_lose_nothing(toy_experiment, tmp_path):
     cfg.task = "_toy_task"
     state, history = train(ToyTask(cfg), cfg, work)
     assert int(state.step) == 6 and min(h["step"] for h in history) > 4
+
+
+def test_train_splits_the_cpu_into_two_devices_before_jax_starts(monkeypatch):
+    """`mmar train` sets --xla_force_host_platform_device_count=2 (MMAR_CPU_DEVICES) when nothing
+    else decides the devices and the batch divides; never once a backend is up, never over a
+    user's own XLA_FLAGS count, a fixed mesh, an odd batch or a one-core host."""
+    from jax._src import xla_bridge
+
+    from _toy_task import toy_config
+    from mmar.cli import split_cpu_devices
+    from mmar.errors import ConfigError
+
+    cfg = toy_config()
+    cfg.train.batch_size = 8
+    monkeypatch.setattr(xla_bridge, "backends_are_initialized", lambda: False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.delenv("MMAR_CPU_DEVICES", raising=False)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
+    assert split_cpu_devices(cfg) == 2
+    assert os.environ["XLA_FLAGS"] == "--xla_cpu_enable_fast_math=false --xla_force_host_platform_device_count=2"
+    assert split_cpu_devices(cfg) == 0  # already set: unchanged
+    for env, change in ((("MMAR_CPU_DEVICES", "1"), None), (None, ("batch_size", 7)), (None, ("num_devices", 1)),
+                        (None, ("mesh_shape", (1, 1)))):
+        monkeypatch.setenv("XLA_FLAGS", "")
+        monkeypatch.delenv("MMAR_CPU_DEVICES", raising=False)
+        c = toy_config()
+        c.train.batch_size = 8
+        if env:
+            monkeypatch.setenv(*env)
+        if change:
+            setattr(c.train, *change)
+        assert split_cpu_devices(c) == 0 and os.environ["XLA_FLAGS"] == "", (env, change)
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert split_cpu_devices(cfg) == 0
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(xla_bridge, "backends_are_initialized", lambda: True)
+    assert split_cpu_devices(cfg) == 0 and os.environ["XLA_FLAGS"] == ""
+    monkeypatch.setenv("MMAR_CPU_DEVICES", "two")
+    with pytest.raises(ConfigError, match="MMAR_CPU_DEVICES"):
+        split_cpu_devices(cfg)

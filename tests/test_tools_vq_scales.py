@@ -70,8 +70,11 @@ def bench():
             for split, lengths in (("train", (44, 38, 50, 47)), ("test", (41, 45, 30)))}
 
 
-def test_temporal_scales(bench, tmp_path):
-    m = TMTVQVAEModelConfig(lengths=(5, 10, 20), vq_width=16, vq_depth=1, codebook_size=16, code_dim=8)
+@pytest.mark.parametrize("frame", ["world", "heading"])
+def test_temporal_scales(bench, tmp_path, frame):
+    """The script's decodings agree with evaluate_vqvae in either frame (a heading-frame run is
+    coded and decoded in each window's heading frame: its forward pass equals all scales)."""
+    m = TMTVQVAEModelConfig(lengths=(5, 10, 20), vq_width=16, vq_depth=1, codebook_size=16, code_dim=8, frame=frame)
     task = TMTVQVAETask(Config(name="tiny", task="tmt_vqvae", model=m, data=BenchmarkDataConfig()), bench)
     clips = bench["test"]
     win = vq_scales.temporal_windows(clips, task.window)

@@ -107,15 +107,24 @@ def temporal_windows(clips: dict[str, dict], window: int) -> dict[str, np.ndarra
     return {k: np.stack(v) if v else np.zeros((0,), np.float32) for k, v in out.items()}
 
 
-@functools.partial(jax.jit, static_argnames=("model",))
-def _temporal_recons(model, vq_vars, pose, sparse, offsets):
+@functools.partial(jax.jit, static_argnames=("model", "frame"))
+def _temporal_recons(model, vq_vars, pose, sparse, offsets, frame="world"):
     """Rotations and head-placed joints decoded from the first ``n`` scales, ``n = 0..K``, and
-    from the plain forward pass (last entry), in one compiled function."""
+    from the plain forward pass (last entry), in one compiled function (``frame="heading"``:
+    coded and decoded in each window's heading frame, turned back before the body is placed)."""
+    from mmar.models.motionmar import pose_features_from_frame, window_to_frame
+
     K = model.config.quantizer.num_scales
+    world_sparse, f = sparse, None
+    if frame == "heading":
+        f, sparse, pose = window_to_frame(sparse, pose)
     codes = model.apply(vq_vars, pose, method=lambda m, x: m.encode_codes(x))
     recs = [model.apply(vq_vars, codes, sparse, method=lambda m, c, s, n=n: m.decode_latent(
         m.quantizer.partial_reconstruction(c, n), None, s)) for n in range(K + 1)]
     recs.append(model.apply(vq_vars, pose, None, sparse)["recon"])
+    if f is not None:
+        recs = [pose_features_from_frame(r, f) for r in recs]
+    sparse = world_sparse
     out = []
     for rec in recs:
         rot = rec.reshape(pose.shape[0], pose.shape[1], -1, 6)
@@ -139,7 +148,7 @@ def temporal_reconstruct(task, variables, windows: dict[str, np.ndarray], batch:
         if m < batch:  # one compiled shape
             pad = lambda x: np.concatenate([x, np.repeat(x[-1:], batch - m, 0)])  # noqa: E731
             s, r, o = pad(s), pad(r), pad(o)
-        outs = _temporal_recons(task.vq_model, vq_vars, r.reshape(batch, W, -1), s, o)
+        outs = _temporal_recons(task.vq_model, vq_vars, r.reshape(batch, W, -1), s, o, frame=task.m.frame)
         for k, (rot, pos) in zip(keys, outs):
             parts[k][0].append(np.asarray(rot[:m]))
             parts[k][1].append(np.asarray(pos[:m]))

@@ -98,6 +98,8 @@ def main(argv=None) -> int:
                          "(e.g. smooth:24,minjerk:16; temporal kinds; kept frames from --keep-from)")
     ap.add_argument("--no-composite", dest="composite", action="store_false",
                     help="temporal edits: keep the decoded kept frames as sampled (no compositing)")
+    ap.add_argument("--decoder", default=None, metavar="RUN",
+                    help="decode with this tokenizer run's decoder (fine-tuned alone; mmar edit --decoder)")
     ap.add_argument("--out", required=True, help="JSON of the table")
     args = ap.parse_args(argv)
     also = []
@@ -119,6 +121,10 @@ def main(argv=None) -> int:
 
     run = load(args.checkpoint)
     task = edit_task(run)
+    if args.decoder:
+        from mmar.generate import use_decoder
+
+        run.variables = use_decoder(run, args.decoder)
     groups = int(task.edit_groups)
     kinds = [k for k in args.kinds.split(",") if groups > 1 or not k.startswith("keep_")]
     ev = load_evaluator(args.evaluator) if args.evaluator else None
@@ -246,7 +252,7 @@ def main(argv=None) -> int:
         blends.setdefault(f"{ramp}:{fade}", {})[kind] = b
     if blends:
         table["blends"] = blends
-    out = {"checkpoint": str(run.checkpoint), "task": run.config.task, "evaluator": ev.info if ev else None,
+    out = {"checkpoint": str(run.checkpoint), "decoder": args.decoder, "task": run.config.task, "evaluator": ev.info if ev else None,
            "composite": {"on": args.composite, "keep_from": args.keep_from, "fade": args.fade, "ramp": args.ramp},
            "motions": len(picks), "pool_size": pool, "seconds": round(seconds, 1), "table": table}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

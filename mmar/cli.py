@@ -371,6 +371,8 @@ def cmd_generate(args) -> int:
     for s in getattr(run, "skipped_steps", []):
         print(f"warning: step {s['step']} not used, unreadable: {shorten(s['error'])}", file=sys.stderr)
     task = gen_lib.text_to_motion_task(run)
+    if args.decoder:
+        run.variables = gen_lib.use_decoder(run, args.decoder)
     gen_lib.check_outputs(None, args.gif, args.bvh, bvh_scale=args.bvh_scale,
                           joints_num=getattr(getattr(task, "spec", None), "num_joints", None))
     opts.pop("lengths")
@@ -393,6 +395,7 @@ def cmd_generate(args) -> int:
 def cmd_edit(args) -> int:
     """``mmar edit``: keep part of a motion, regenerate the rest from a new text (the work is :mod:`mmar.edit`)."""
     from mmar import edit as edit_lib
+    from mmar import generate as gen_lib
     from mmar.generate import check_outputs, check_texts
     from mmar.run import load
 
@@ -406,6 +409,8 @@ def cmd_edit(args) -> int:
         print(f"note: {args.source}: {source.note}", file=sys.stderr)
     run = load(args.checkpoint, overrides=args.set or [], step=args.step)
     task = edit_lib.edit_task(run)
+    if args.decoder:
+        run.variables = gen_lib.use_decoder(run, args.decoder)
     request = edit_lib.make_request(text, source.length, keep_frames=args.keep_frames, keep_joints=args.keep_joints,
                                     num_groups=int(task.edit_groups))
     result = edit_lib.edit_motion(run, source, request, num=args.num, seed=args.seed, source_text=args.source_text,
@@ -584,6 +589,9 @@ multi-host training (docs/design.md, "Multi-host training"):
     gn.add_argument("--bvh", default=None, help="BVH for Blender: this file for one motion, else <stem>_<k>.bvh each")
     gn.add_argument("--bvh-scale", type=float, default=0.01, help="BVH length unit in metres (0.01 = cm, as "
                     "mmar convert reads by default; import into Blender with scale 0.01)")
+    gn.add_argument("--decoder", default=None, metavar="RUN", help="decode with the decoder of this tokenizer run "
+                    "(its decoder fine-tuned alone, e.g. configs/scalemogen_vqvae_smooth.py); the encoder must be "
+                    "the checkpoint's")
     gn.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field of the run")
     gn.add_argument("--ema", action="store_true", help="use the EMA weights")
     gn.add_argument("--step", type=int, default=None, help="use this step (default: the newest)")
@@ -625,6 +633,9 @@ multi-host training (docs/design.md, "Multi-host training"):
     ed.add_argument("--ramp", choices=("smooth", "linear", "minjerk"), default="smooth",
                     help="temporal edits: cross-fade shape (default smooth: quintic smootherstep; minjerk: a "
                          "minimum-jerk offset matching value, velocity and acceleration at each seam)")
+    ed.add_argument("--decoder", default=None, metavar="RUN", help="decode with the decoder of this tokenizer run "
+                    "(its decoder fine-tuned alone, e.g. configs/scalemogen_vqvae_smooth.py); the encoder must be "
+                    "the checkpoint's")
     ed.add_argument("--out", required=True, help="npz with source, source_recon and edit_<k> (mmar generate layout)")
     ed.add_argument("--gif", default=None, help="animation (.gif or .mp4): the source and the edits side by side")
     ed.add_argument("--json", default=None, help="also write the report (metrics) to this file")

@@ -49,7 +49,8 @@ from mmar.skeleton import NUM_JOINTS, SMPL22_PARENTS
 
 __all__ = [
     "MIN_FRAMES", "MAX_FRAMES", "FRAME_MULTIPLE", "GIF_PANELS",
-    "text_to_motion_task", "frame_limits", "check_texts", "read_texts", "check_seconds", "seconds_to_frames",
+    "text_to_motion_task", "use_decoder", "frame_limits", "check_texts", "read_texts", "check_seconds",
+    "seconds_to_frames",
     "parse_steps", "check_options", "generate_motions", "motion_names", "motions_to_arrays", "joints_to_bvh_clip",
     "write_bvh_atomic", "bvh_paths", "check_outputs", "save_generated",
 ]
@@ -84,6 +85,15 @@ def text_to_motion_task(run):
         raise CheckpointError(f"{where}: task {_task_name(run)!r} is not a text-to-motion model; generating "
                               f"motions from text needs a run of a text-to-motion task (e.g. moscale)")
     return task
+
+
+def use_decoder(run, path) -> dict:
+    """``run.variables`` decoding with the decoder of the tokenizer run at ``path``
+    (``with_decoder`` of the run's task; :class:`ConfigError` for a task without one)."""
+    task = text_to_motion_task(run)
+    if not callable(getattr(task, "with_decoder", None)):
+        raise ConfigError(f"task {_task_name(run)!r} cannot swap its tokenizer's decoder")
+    return task.with_decoder(run.variables, path)
 
 
 def frame_limits(task) -> tuple[int, int, int, float]:

@@ -33,7 +33,7 @@ from mmar.errors import CheckpointError, ConfigError
 from mmar.train.checkpoint import BEST_DIR, LATEST_DIR, load_params, resolve_step_dir, step_dirs
 from mmar.train.config import CONFIG_FILENAME, Config, apply_overrides, config_from_dict, read_saved_config
 
-__all__ = ["Run", "load", "load_run_config", "find_workdir"]
+__all__ = ["Run", "load", "load_variables", "load_run_config", "find_workdir"]
 
 log = logging.getLogger("mmar.run")
 
@@ -113,10 +113,21 @@ def load(path: str | os.PathLike, *, overrides: Iterable[str] = (), step: int | 
     :class:`ConfigError` naming what is missing."""
     from mmar.tasks import make_task
 
-    workdir, ckpt = find_workdir(path)
+    workdir, _ = find_workdir(path)
     cfg = load_run_config(workdir, overrides)
     if ema and cfg.optim.ema_decay is None:
         raise CheckpointError(f"{workdir}: the run kept no EMA weights (optim.ema_decay was None)")
+    variables, step_dir, skipped = load_variables(path, step=step, ema=ema)
+    return Run(workdir, cfg, make_task(cfg, benchmark=benchmark), variables, int(step_dir.name), step_dir,
+               skipped)
+
+
+def load_variables(path: str | os.PathLike, *, step: int | None = None, ema: bool = False
+                   ) -> tuple[dict, Path, list[dict]]:
+    """``(variables, step folder, skipped steps)`` of the run at ``path`` by the rules of
+    :func:`load`, without building its task (no data is loaded): what fine-tuning
+    (``train.init_from``) starts from."""
+    workdir, ckpt = find_workdir(path)
     explicit = step is not None or (ckpt != workdir and ckpt.name.isdigit())
     if explicit:
         if step is None and not (ckpt / "state").is_dir():
@@ -127,11 +138,9 @@ def load(path: str | os.PathLike, *, overrides: Iterable[str] = (), step: int | 
             variables, _ = load_params(step_dir, ema=ema)
         except CheckpointError as e:
             raise CheckpointError(f"step {step_dir.name} was asked for and cannot be loaded: {e}") from e
-        skipped: list[dict] = []
-    else:
-        step_dir, variables, skipped = _newest_readable(ckpt, ema)
-    return Run(workdir, cfg, make_task(cfg, benchmark=benchmark), variables, int(step_dir.name), step_dir,
-               skipped)
+        return variables, step_dir, []
+    step_dir, variables, skipped = _newest_readable(ckpt, ema)
+    return variables, step_dir, skipped
 
 
 def _newest_readable(ckpt: Path, ema: bool) -> tuple[Path, dict, list[dict]]:

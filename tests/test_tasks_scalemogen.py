@@ -185,3 +185,63 @@ def test_mmar_edit_keeps_the_users_frames_with_keep_from_source(run, bandai_bvh,
     code = main(["edit", "--checkpoint", str(wd), "--source", str(bandai_bvh), "--text", "a person moves",
                  "--keep-frames", "0:80", "--fade", "-2", "--out", str(tmp_path / "never.npz")])
     assert code == 2 and ">= 0" in capsys.readouterr().err and not (tmp_path / "never.npz").exists()
+
+
+@pytest.fixture(scope="module")
+def smooth_run(dataset, vq_run, tmp_path_factory):  # noqa: F811
+    """The tiny tokenizer's decoder fine-tuned alone with the jerk term (configs/scalemogen_vqvae_smooth.py)."""
+    from configs.scalemogen_vqvae_smooth import ENCODER_SIDE
+
+    wd = tmp_path_factory.mktemp("smg_vq_smooth")
+    cfg = tiny_config(steps=2, mapping=MAPPING, jerk_weight=1e-3)
+    cfg.optim.frozen = ENCODER_SIDE
+    cfg.train.init_from = str(vq_run)
+    _, hist = train(make_task(cfg, benchmark=dataset), cfg, wd)
+    return wd, hist
+
+
+def test_decoder_fine_tune_keeps_the_encoder_and_swaps_into_the_predictor(run, vq_run, smooth_run, bandai_bvh,
+                                                                         tmp_path, capsys):  # noqa: F811
+    import jax
+
+    from mmar.cli import main
+    from mmar.data.arrays import load_arrays
+
+    wd, _, r = run
+    smooth_wd, hist = smooth_run
+    assert all(np.isfinite(h["train/jerk_err"]) and h["train/jerk_err"] > 0 for h in hist if "train/jerk_err" in h)
+    before = mmar.run.load_variables(vq_run)[0]["params"]
+    after = mmar.run.load_variables(smooth_wd)[0]["params"]
+    same = lambda a, b: all(np.array_equal(x, y) for x, y in zip(jax.tree_util.tree_leaves(a),  # noqa: E731
+                                                                  jax.tree_util.tree_leaves(b)))
+    for k in ("joint_in", "encoder", "project_in"):
+        assert same(before[k], after[k]), k  # frozen: bit for bit
+    for k in ScaleMoGenTask.decoder_params:
+        assert not same(before[k], after[k]), k  # fine-tuned
+
+    v = r.task.with_decoder(r.variables, smooth_wd)
+    tok = v["tokenizer"]["params"]
+    assert same(tok["encoder"], r.variables["tokenizer"]["params"]["encoder"]) and same(tok["decoder"], after["decoder"])
+    assert same(v["params"], r.variables["params"])
+    g0 = r.task.generate(r.variables, ["a person moves"], [40], seed=3)
+    g1 = r.task.generate(v, ["a person moves"], [40], seed=3)
+    assert np.all(np.isfinite(g1.features)) and not np.allclose(g0.features, g1.features)
+
+    # the command line: mmar edit --decoder
+    out = tmp_path / "edited.npz"
+    code = main(["edit", "--checkpoint", str(wd), "--source", str(bandai_bvh), "--text", "a person moves",
+                 "--keep-frames", "0:80", "--decoder", str(smooth_wd), "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    assert load_arrays(str(out))["edit_0"]["features"].shape[-1] == 263
+
+    # refused: a decoder whose encoder differs from the checkpoint's tokenizer, a run of another task
+    other = jax.tree_util.tree_map(np.array, r.variables)
+    other["tokenizer"]["params"]["encoder"] = jax.tree_util.tree_map(lambda a: a + 1.0,
+                                                                     other["tokenizer"]["params"]["encoder"])
+    with pytest.raises(ConfigError, match="encoder side differs"):
+        r.task.with_decoder(other, smooth_wd)
+    with pytest.raises(CheckpointError, match="must come from a scalemogen_vqvae run"):
+        r.task.with_decoder(r.variables, wd)
+    code = main(["edit", "--checkpoint", str(wd), "--source", str(bandai_bvh), "--text", "a person moves",
+                 "--keep-frames", "0:80", "--decoder", str(tmp_path / "nowhere"), "--out", str(tmp_path / "n.npz")])
+    assert code == 2 and "nowhere" in capsys.readouterr().err and not (tmp_path / "n.npz").exists()

@@ -61,13 +61,19 @@ def test_model_config_is_the_official_tokenizer():
     hash(v)  # a static jit argument
 
 
-@pytest.mark.parametrize("name", ["scalemogen_vqvae", "scalemogen_vqvae_small"])
+@pytest.mark.parametrize("name", ["scalemogen_vqvae", "scalemogen_vqvae_small", "scalemogen_vqvae_smooth"])
 def test_configs_load(name):
     from mmar.train.config import load_config
 
     cfg = load_config(f"configs/{name}.py", ["model.drop_rate=0.25"])
     assert cfg.task == TASK and cfg.model.drop_rate == 0.25
-    assert vqvae_config(cfg.model).num_frames == 196 and cfg.train.best_metric == "mpjpe_cm"
+    assert vqvae_config(cfg.model).num_frames == 196
+    if name.endswith("smooth"):  # the small tokenizer's architecture: its decoder swaps into its predictor
+        small = load_config("configs/scalemogen_vqvae_small.py", ["model.drop_rate=0.25"])
+        assert vqvae_config(cfg.model) == vqvae_config(small.model) and cfg.model.jerk_weight > 0
+        assert cfg.optim.frozen and cfg.train.best_metric is None
+    else:
+        assert cfg.train.best_metric == "mpjpe_cm" and cfg.model.jerk_weight == 0
 
 
 def test_training_lowers_the_loss(run):
@@ -96,6 +102,26 @@ def test_evaluation_per_scale(run):
     assert ev["tokens_scale0"] < ev["tokens_scale4"] < ev["tokens_scale10"]
     assert ev["mpjpe_cm"] == ev["mpjpe_cm_scales11"] and ev["rec"] == ev["rec_scales11"]
     assert ev["rec_scales11"] < ev["rec_scales1"]
+    assert ev["jerk_data"] > 0 and ev["jerk_recon"] > 0  # m/s^3 of the full-scale decoding and the data
+
+
+def test_jerk_error_is_zero_on_the_data_and_has_finite_gradients(dataset):  # noqa: F811
+    import jax.numpy as jnp
+
+    from mmar.tasks.scalemogen_vqvae import jerk_error
+
+    m = dataset["train"][0]
+    x = jnp.asarray(m.features[None, :40] - dataset.mean) / jnp.asarray(dataset.std)
+    mask = jnp.ones((1, 40), bool).at[:, 36:].set(False)
+    args = (jnp.asarray(dataset.mean), jnp.asarray(dataset.std), 22, 20.0)
+    assert float(jerk_error(x, x, mask, *args)) < 1e-3
+    noisy = x + 0.05 * jax.random.normal(jax.random.PRNGKey(0), x.shape)
+    assert float(jerk_error(noisy, x, mask, *args)) > 1.0
+    g = jax.grad(lambda y: jerk_error(y, x, mask, *args))(x)  # at zero error: the eps keeps it finite
+    assert np.all(np.isfinite(np.asarray(g)))
+    # padded frames (mask False) do not count
+    far = x.at[:, 38:].add(10.0)
+    assert float(jerk_error(far, x, mask, *args)) < 1e-3
 
 
 def test_checkpoint_loads_through_run_load(run, dataset):  # noqa: F811

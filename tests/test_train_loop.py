@@ -437,3 +437,27 @@ def test_failed_restore_callbacks_print_no_traceback(full_run, tmp_path, monkeyp
     # other tests' collected event loops may report too in the same process: check these two
     kept = [u.exc_value for u in seen]
     assert any(e is other.exc_value for e in kept) and not any(e is closed.exc_value for e in kept)
+
+
+def test_init_from_starts_a_fine_tune_from_a_run_with_frozen_params(full_run, tmp_path):
+    """train.init_from: the run's params (and BatchNorm statistics) replace the init; with
+    optim.frozen the matched params stay those of the run, bit for bit."""
+    from mmar.errors import ConfigError
+    from mmar.run import load_variables
+
+    src, _, _ = full_run
+    start = load_variables(src)[0]
+    cfg = toy_config(steps=2, ckpt_every=2, init_from=str(src), optim=dict(frozen=("^hidden/",), ema_decay=None))
+    state, _ = train(ToyTask(cfg), cfg, tmp_path / "ft")
+    got, want = flat_params(state.params), flat_params(start["params"])
+    assert np.array_equal(got["['hidden']['kernel']"], want["['hidden']['kernel']"])  # frozen
+    assert not np.array_equal(got["['out']['kernel']"], want["['out']['kernel']"])  # trained on from the run's
+    assert set(state.extra_vars) == {"batch_stats"}  # taken from the run too, then updated
+    # a model of another shape: refused before a step, naming the param
+    bad = toy_config(steps=2, init_from=str(src))
+    bad.model.width = 8
+    with pytest.raises(ConfigError, match=r"init_from.*\['hidden'\]\['kernel'\]: shape"):
+        train(ToyTask(bad), bad, tmp_path / "bad")
+    with pytest.raises(CheckpointError, match="no such run"):
+        missing = toy_config(steps=2, init_from=str(tmp_path / "nowhere"))
+        train(ToyTask(missing), missing, tmp_path / "missing")

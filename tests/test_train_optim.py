@@ -134,3 +134,24 @@ def test_ema_decay_warms_up():
     # the initial weights' share after 1,000 updates: 0.999^1000 = 37% without warm-up
     share = np.prod([float(ema_decay_at(0.999, t)) for t in range(1000)])
     assert share < 0.01
+
+
+def test_frozen_params_get_no_update_and_bad_patterns_are_named():
+    from mmar.train.optim import frozen_labels
+
+    params = {"encoder": {"kernel": jnp.ones((3, 2))}, "decoder": {"kernel": jnp.ones((2, 3)), "bias": jnp.ones(3)}}
+    assert frozen_labels(params, ("^encoder/",)) == {"encoder": {"kernel": "frozen"},
+                                                     "decoder": {"kernel": "train", "bias": "train"}}
+    tx, _ = make_optimizer(OptimConfig(lr=0.1, frozen=("^encoder/",), weight_decay=0.1), 10)
+    state = tx.init(params)
+    grads = jax.tree_util.tree_map(jnp.ones_like, params)
+    updates, _ = tx.update(grads, state, params)
+    assert np.all(np.asarray(updates["encoder"]["kernel"]) == 0)
+    assert np.all(np.asarray(updates["decoder"]["kernel"]) < 0)
+    with pytest.raises(ConfigError, match=r"\['\^decoder_x/'\] match no param"):
+        tx2, _ = make_optimizer(OptimConfig(frozen=("^decoder_x/",)), 10)
+        tx2.init(params)
+    with pytest.raises(ConfigError, match="freeze every param"):
+        make_optimizer(OptimConfig(frozen=("coder",)), 10)[0].init(params)
+    with pytest.raises(ConfigError, match="bad regular expression"):
+        make_optimizer(OptimConfig(frozen=("(",)), 10)

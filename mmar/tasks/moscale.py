@@ -225,6 +225,7 @@ class MoScaleTask(TaskBase):
     max_frames: ClassVar[int] = 196
     stage1_task: ClassVar[str] = "moscale_vqvae"  # the task of model.tokenizer_workdir
     edit_groups: ClassVar[int | None] = 1  # the latent grid has one group: temporal and semantic edits only
+    decoder_params: ClassVar[tuple[str, ...]] = ("decoder",)  # tokenizer params that only decoding uses
 
     def __init__(self, cfg, benchmark=None, dataset=None):
         super().__init__(cfg)
@@ -454,6 +455,51 @@ class MoScaleTask(TaskBase):
         mean, std = np.asarray(a["mean"], np.float32), np.asarray(a["std"], np.float32)
         vq_cfg = vq_config_from_assets(a, mean.shape[0])
         return self.net_config(vq_cfg, tok.vocab_size), vq_cfg, tok, mean, std
+
+    def with_decoder(self, variables, path) -> dict:
+        """``variables`` whose frozen tokenizer decodes with the decoder of the stage-1 run at
+        ``path``: a copy of the tokenizer trained on with its decoder fine-tuned alone
+        (``train.init_from`` + ``optim.frozen``, e.g. ``configs/scalemogen_vqvae_smooth.py``).
+
+        Refused (:class:`ConfigError` / :class:`CheckpointError` naming what differs) unless the
+        run is of :attr:`stage1_task` with the same architecture and every tokenizer param outside
+        :attr:`decoder_params` (and every other tokenizer collection) is bit for bit the
+        checkpoint's: then every motion keeps its codes and the predictor stays valid."""
+        from mmar.run import load_run_config, load_variables
+        from mmar.tasks import make_task
+
+        vq_cfg = self._frozen(variables)[1]
+        cfg = load_run_config(path)
+        if cfg.task not in (self.stage1_task, f"mmar.tasks.{self.stage1_task}"):
+            raise CheckpointError(f"{path}: a decoder must come from a {self.stage1_task} run, this is a "
+                                  f"{cfg.task} run")
+        if make_task(cfg).vq_cfg != vq_cfg:
+            raise ConfigError(f"{path}: its tokenizer architecture differs from the one this checkpoint was "
+                              "trained on")
+        new, step_dir, _ = load_variables(path)
+        old = variables[TOKENIZER]
+        changed = []
+        for col in old:
+            if col not in new:
+                raise CheckpointError(f"{step_dir}: no {col!r} collection (the checkpoint's tokenizer has one)")
+            flat_old = jax.tree_util.tree_leaves_with_path(old[col])
+            flat_new = dict(jax.tree_util.tree_leaves_with_path(new[col]))
+            for k, v in flat_old:
+                top = str(getattr(k[0], "key", k[0]))
+                w = flat_new.get(k)
+                if w is None or np.shape(w) != np.shape(v):
+                    raise CheckpointError(f"{step_dir}: tokenizer {col}{jax.tree_util.keystr(k)} is missing or of "
+                                          "another shape")
+                if not np.array_equal(np.asarray(w), np.asarray(v)) and not (col == "params"
+                                                                             and top in self.decoder_params):
+                    changed.append(f"{col}{jax.tree_util.keystr(k)}")
+        if changed:
+            raise ConfigError(f"{path}: its encoder side differs from the checkpoint's tokenizer ({changed[0]}"
+                              + (f" and {len(changed) - 1} more" if len(changed) > 1 else "") + "): motions would "
+                              f"get other codes than the predictor was trained on; only {list(self.decoder_params)} "
+                              "may change (fine-tune with optim.frozen)")
+        params = {**old["params"], **{k: new["params"][k] for k in self.decoder_params if k in new["params"]}}
+        return {**variables, TOKENIZER: {**old, "params": params}}
 
     @staticmethod
     def net_class():

@@ -122,6 +122,7 @@ class ScaleMoGenTask(MoScaleTask):
     DataConfig = MoScaleGenDataConfig
     stage1_task = "scalemogen_vqvae"
     edit_groups: ClassVar[int] = 7  # body groups of the latent grid (mmar.edit.edit_grid)
+    decoder_params: ClassVar[tuple[str, ...]] = ("project_out", "decoder", "joint_out")
 
     def net_config(self, vq_cfg, vocab_size: int):
         from mmar.models.scale_ar import ScaleARConfig

@@ -40,7 +40,14 @@ that are +1), ``bit_entropy_scale{k}`` (mean over the 24 bits of the binary entr
 frequency, in bits: 1 = every bit used evenly), ``distinct_scale{k}`` (distinct codes / valid
 tokens) and ``tokens_scale{k}``; ``bit_ones`` / ``bit_entropy`` over all scales. ``mpjpe_cm`` /
 ``mpjpe_root_cm`` / ``rec`` are the full-scale values; the configs keep the best checkpoint by
-``mpjpe_cm``.
+``mpjpe_cm``. ``jerk_recon`` / ``jerk_data``: mean jerk (m/s^3, as :func:`mmar.eval.editing.jerk`)
+of the full-scale decoding and of the data over the valid 4-frame windows.
+
+``model.jerk_weight`` (0 in the paper) adds ``jerk_weight * jerk_error`` (:func:`jerk_error`, the
+mean |jerk(decoding) - jerk(data)| of the recovered joints, m/s^3) to the loss; with
+``train.init_from`` and ``optim.frozen`` it fine-tunes the decoder of a trained tokenizer alone
+(``configs/scalemogen_vqvae_smooth.py``): the codes stay the same, so a predictor trained on the
+tokenizer stays valid.
 """
 from __future__ import annotations
 
@@ -57,7 +64,7 @@ from mmar.models.quantizers.skeletal import SCALEMOGEN_GROUP_CHAINS, SCALEMOGEN_
 from mmar.tasks.base import TaskBase, frozen_config
 from mmar.tasks.moscale_vqvae import BATCH_KEYS, MoScaleDataConfig, _ArraysOnly
 
-__all__ = ["ScaleMoGenVQVAEModelConfig", "ScaleMoGenVQVAETask", "TASK", "vqvae_config", "MoScaleDataConfig"]
+__all__ = ["ScaleMoGenVQVAEModelConfig", "ScaleMoGenVQVAETask", "TASK", "vqvae_config", "jerk_error", "MoScaleDataConfig"]
 
 
 @dataclasses.dataclass
@@ -107,12 +114,17 @@ class ScaleMoGenVQVAEModelConfig:
     vel_weight: float = 0.5  # on features vel_slice (local joint velocities)
     vel_slice: tuple[int, ...] = (193, 259)
     vq_weight: float = 4.0  # x mean BSQ aux loss over kept scales
+    # not in the paper: x mean |jerk(recon) - jerk(data)| of the recovered joint positions (m/s^3;
+    # a smoother decoder for editing seams, docs/results.md); 0 = the official loss
+    jerk_weight: float = 0.0
 
     def __post_init__(self):
         if self.recon not in ("smooth_l1", "l2"):
             raise ConfigError(f"model.recon must be 'smooth_l1' or 'l2', got {self.recon!r}")
         if len(tuple(self.vel_slice)) != 2:
             raise ConfigError(f"model.vel_slice must be (start, stop), got {self.vel_slice!r}")
+        if self.jerk_weight < 0:
+            raise ConfigError(f"model.jerk_weight must be >= 0, got {self.jerk_weight}")
 
 
 def _deep_tuple(v):
@@ -211,6 +223,13 @@ class ScaleMoGenVQVAETask(TaskBase):
         out = self.vq_model.apply({"params": params, **extra_vars}, x, mask, train=True,
                                   rngs={"dropout": r1, "vq": r2})
         loss, lm = vqvae_loss(out, x, mask, terms=self._terms, vq_weight=self.m.vq_weight, recon=self.m.recon)
+        extra = {}
+        if self.m.jerk_weight:
+            ds = self.dataset
+            err = jerk_error(out["recon"], x, mask, jnp.asarray(ds.mean, jnp.float32), jnp.asarray(ds.std, jnp.float32),
+                             self.spec.num_joints, float(ds.fps))
+            loss = loss + self.m.jerk_weight * err
+            extra["jerk_err"] = err
         keep = out["keep"]
         kept = jnp.maximum(jnp.sum(keep), 1.0)
         metrics = {"rec": lm["rec"], "root": lm["term0"], "vel": lm["term1"], "vq": lm["vq"],
@@ -218,7 +237,7 @@ class ScaleMoGenVQVAETask(TaskBase):
                    "per_sample_entropy": jnp.sum(out["per_sample_entropy"] * keep) / kept,
                    "codebook_entropy": jnp.sum(out["codebook_entropy"] * keep) / kept,
                    "scales_kept": jnp.sum(keep),
-                   "valid_frames": jnp.sum(mask.astype(jnp.float32)) / mask.shape[0]}
+                   "valid_frames": jnp.sum(mask.astype(jnp.float32)) / mask.shape[0], **extra}
         return loss, (metrics, None)
 
     # ------------------------------------------------------------------ evaluation
@@ -243,12 +262,14 @@ class ScaleMoGenVQVAETask(TaskBase):
         tokens = np.zeros((K,), np.float64)
         seen: list[set] = [set() for _ in range(K)]
         weights = 1 << np.arange(C - 1, -1, -1, dtype=np.int64)
+        jerks = np.zeros((3,), np.float64)  # sum jerk of the full-scale decoding, of the data; windows
         motions = 0
         for b in make_t2m_eval_iterator(ds, split, batch, crop_len=self.num_frames):
             valid = np.asarray(b["valid"])
             mask = np.asarray(b["mask"]) & valid[:, None]
-            s, codes, tmasks = jax.device_get(fn(variables, b["motion"], mask, mean, std))
+            s, codes, tmasks, jk = jax.device_get(fn(variables, b["motion"], mask, mean, std))
             sums += np.asarray(s, np.float64)
+            jerks += np.asarray(jk, np.float64)
             for k in range(K):
                 m = np.asarray(tmasks[k], bool) & valid[:, None]
                 bits = np.asarray(codes[k])[m].astype(np.int64)  # (n, C)
@@ -277,7 +298,29 @@ class ScaleMoGenVQVAETask(TaskBase):
         out["mpjpe_cm"] = out[f"mpjpe_cm_scales{K}"]
         out["mpjpe_root_cm"] = out[f"mpjpe_root_cm_scales{K}"]
         out["rec"] = out[f"rec_scales{K}"]
+        fps3 = float(ds.fps) ** 3
+        out["jerk_recon"] = float(jerks[0] / max(jerks[2], 1) * fps3)
+        out["jerk_data"] = float(jerks[1] / max(jerks[2], 1) * fps3)
         return out
+
+
+def _third_difference(p):
+    """``p[t+3] - 3 p[t+2] + 3 p[t+1] - p[t]`` over axis 1 (frames)."""
+    return p[:, 3:] - 3.0 * p[:, 2:-1] + 3.0 * p[:, 1:-2] - p[:, :-3]
+
+
+def jerk_error(recon, x, mask, mean, std, joints_num: int, fps: float):
+    """Mean over valid 4-frame windows and joints of ``|jerk(recon) - jerk(x)|`` (m/s^3) of the
+    joint positions recovered from the denormalised features (``model.jerk_weight``'s term)."""
+    from mmar.data.hml_features import recover_from_ric
+
+    p = recover_from_ric(recon * std + mean, joints_num)
+    g = recover_from_ric(x * std + mean, joints_num)
+    d = (_third_difference(p) - _third_difference(g)) * fps**3
+    e = jnp.sqrt(jnp.sum(d * d, -1) + 1e-12).mean(-1)  # (B, T - 3); eps: no NaN gradient at 0
+    m = jnp.asarray(mask, bool)
+    w = (m[:, 3:] & m[:, :-3]).astype(jnp.float32)
+    return jnp.sum(e * w) / jnp.maximum(jnp.sum(w), 1.0)
 
 
 def _binary_entropy(p: np.ndarray) -> np.ndarray:
@@ -307,6 +350,7 @@ def _eval_batch(variables, x, mask, mean, std, *, vq_cfg, joints_num):
     gt = recover_from_ric(x * std + mean, joints_num)
     gt_rel = gt - gt[..., :1, :]
     rows = []
+    pos = gt
     for n in range(1, vq_cfg.quantizer.num_scales + 1):
         y = vq.apply(variables, codes, mask, lat_mask, method=lambda m, c, k_, lm, n=n: m.decode_latent(
             m.quantizer.partial_reconstruction(c, n, lm), k_))
@@ -317,7 +361,11 @@ def _eval_batch(variables, x, mask, mean, std, *, vq_cfg, joints_num):
             jnp.sum(smooth_l1(y, x) * w[..., None]), jnp.sum(jnp.abs(y - x) * w[..., None]),
             jnp.sum(e_glob * w), jnp.sum(e_root * w), jnp.sum(w),
         ]))
-    return jnp.stack(rows), codes, tmasks
+    m = jnp.asarray(mask, bool)
+    w4 = (m[:, 3:] & m[:, :-3]).astype(jnp.float32)  # valid 4-frame windows
+    jerk_of = lambda p: jnp.linalg.norm(_third_difference(p), axis=-1).mean(-1)  # noqa: E731 (B, T - 3)
+    jerks = jnp.stack([jnp.sum(jerk_of(pos) * w4), jnp.sum(jerk_of(gt) * w4), jnp.sum(w4)])
+    return jnp.stack(rows), codes, tmasks, jerks
 
 
 TASK = ScaleMoGenVQVAETask

@@ -104,6 +104,9 @@ class OptimConfig:
     # EMA decay warm-up: min(ema_decay, (1 + t) / (10 + t)) at update t, so the average forgets the
     # initial weights (without it, decay 0.999 still holds 37% of them after 1,000 steps)
     ema_warmup: bool = True
+    # params held fixed: regular expressions (re.search) over the '/'-joined param paths, e.g.
+    # ("^encoder/", "^project_in/") to fine-tune a decoder alone; each must match a param
+    frozen: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass
@@ -139,6 +142,9 @@ class TrainConfig:
     grad_accum_unroll: int = 1
     # jax.profiler trace (workdir/profile) of the steps [start, stop), e.g. (10, 15); () = none.
     profile_steps: tuple[int, ...] = ()
+    # a run (any form mmar.run.load accepts) whose params, and extra collections of the same
+    # structure, start a fresh run instead of the task's init (fine-tuning); ignored on resume
+    init_from: str | None = None
 
 
 @dataclasses.dataclass

@@ -523,11 +523,56 @@ def create_state(ctx: TrainContext, gbatch: Any, start_step: int | None) -> tupl
     abstract = jax.eval_shape(init_state, rng0, gbatch)
     shardings = shd.state_shardings(abstract, ctx.mesh, fsdp=tcfg.fsdp, min_size=tcfg.fsdp_min_size)
     if start_step is None:
-        return jax.jit(init_state, out_shardings=shardings)(rng0, gbatch), shardings
+        state = jax.jit(init_state, out_shardings=shardings)(rng0, gbatch)
+        if tcfg.init_from:
+            state = warm_start(state, shardings, tcfg.init_from, announce_to=ctx.is_main)
+        return state, shardings
     target = jax.tree_util.tree_map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
     state = ctx.ckpt.restore(target, start_step).state
     announce(f"resumed from step {start_step} ({ctx.ckpt.latest_dir / str(start_step)})", log, enabled=ctx.is_main)
     return state, shardings
+
+
+def _leaf_shapes(tree: Any) -> dict[str, tuple]:
+    return {jax.tree_util.keystr(k): tuple(np.shape(v)) for k, v in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def _structure_problems(mine: Any, theirs: Any) -> list[str]:
+    a, b = _leaf_shapes(mine), _leaf_shapes(theirs)
+    out = [f"{k}: missing in the run" for k in a if k not in b]
+    out += [f"{k}: not in this model" for k in b if k not in a]
+    out += [f"{k}: shape {b[k]} in the run, {a[k]} here" for k in a if k in b and a[k] != b[k]]
+    return out
+
+
+def warm_start(state: TrainState, shardings: Any, source: str, *, announce_to: bool = True) -> TrainState:
+    """``state`` with its params (and EMA copy), and every extra collection the run also has,
+    taken from the run at ``source`` (``train.init_from``); the optimizer state stays fresh.
+    The trees must match leaf for leaf in path and shape, or :class:`ConfigError` lists where
+    they differ."""
+    from mmar.run import load_variables
+
+    variables, step_dir, _ = load_variables(source)
+    problems = _structure_problems(state.params, variables.get("params", {}))
+    extra = {}
+    for col, value in variables.items():
+        if col != "params" and col in state.extra_vars:
+            problems += [f"[{col!r}]{p}" for p in _structure_problems(state.extra_vars[col], value)]
+            extra[col] = value
+    if problems:
+        more = f" (+{len(problems) - 8} more)" if len(problems) > 8 else ""
+        raise ConfigError(f"train.init_from={source}: its params do not fit this model: "
+                          + "; ".join(problems[:8]) + more)
+
+    def place(new: Any, like: Any) -> Any:
+        return jax.tree_util.tree_map(lambda v, x: jax.device_put(np.asarray(v, x.dtype), x.sharding), new, like)
+
+    params = place(variables["params"], state.params)
+    extra_vars = {**state.extra_vars, **{c: place(v, state.extra_vars[c]) for c, v in extra.items()}}
+    ema = place(variables["params"], state.ema_params) if state.ema_params is not None else None
+    announce(f"params initialised from {step_dir}" + (f" (and {', '.join(extra)})" if extra else ""), log,
+             enabled=announce_to)
+    return state.replace(params=params, extra_vars=extra_vars, ema_params=ema)
 
 
 # --------------------------------------------------------------------------- the train step

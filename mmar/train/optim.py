@@ -16,12 +16,18 @@ Public API:
 - ``decay_mask(params) -> pytree of bool``: weight decay applies to every param except biases,
   norm scales, all params with ndim <= 1 and embeddings (any path part containing 'embed').
 - ``make_optimizer(cfg, total_steps) -> (optax.GradientTransformation, schedule)``:
-  ``clip_by_global_norm(grad_clip)`` (if set) followed by ``adamw`` with the mask.
+  ``clip_by_global_norm(grad_clip)`` (if set) followed by ``adamw`` with the mask; with
+  ``cfg.frozen`` (regular expressions over the ``'/'``-joined param paths) the params they match
+  get zero updates (``optax.multi_transform`` with ``optax.set_to_zero``) and the clipping and
+  AdamW see only the others. A pattern that matches no param, or patterns that freeze every
+  param, raise :class:`ConfigError` when the optimizer state is built.
+- ``frozen_labels(params, patterns) -> pytree of 'train' | 'frozen'``.
 - ``ema_update(ema, params, decay)``: ``decay * ema + (1 - decay) * params``.
 """
 from __future__ import annotations
 
 import collections
+import re
 from typing import Any
 
 import jax
@@ -31,7 +37,7 @@ import optax
 from mmar.errors import ConfigError
 from mmar.train.config import OptimConfig
 
-__all__ = ["make_schedule", "decay_mask", "make_optimizer", "ema_update"]
+__all__ = ["make_schedule", "decay_mask", "make_optimizer", "frozen_labels", "ema_update"]
 
 _NO_DECAY_NAMES = ("bias", "scale")
 
@@ -125,6 +131,32 @@ def decay_mask(params: Any) -> Any:
     return jax.tree_util.tree_map_with_path(one, params)
 
 
+def frozen_labels(params: Any, patterns) -> Any:
+    """``'frozen'`` where a param's ``'/'``-joined path (``encoder/level0_conv0/STConv_0/temporal/kernel``)
+    matches one of ``patterns`` (``re.search``), ``'train'`` elsewhere."""
+    try:
+        regexes = [re.compile(str(p)) for p in patterns]
+    except re.error as e:
+        raise ConfigError(f"optim.frozen: bad regular expression: {e}") from e
+    hits = [0] * len(regexes)
+
+    def one(path: tuple, _x: Any) -> str:
+        name = "/".join(_path_names(path))
+        found = [i for i, r in enumerate(regexes) if r.search(name)]
+        for i in found:
+            hits[i] += 1
+        return "frozen" if found else "train"
+
+    labels = jax.tree_util.tree_map_with_path(one, params)
+    unused = [str(p) for p, n in zip(patterns, hits) if n == 0]
+    if unused:
+        names = ["/".join(_path_names(k)) for k, _ in jax.tree_util.tree_leaves_with_path(params)]
+        raise ConfigError(f"optim.frozen: {unused} match no param (params are e.g. {names[:4]})")
+    if all(v == "frozen" for v in jax.tree_util.tree_leaves(labels)):
+        raise ConfigError(f"optim.frozen: {list(patterns)} freeze every param: nothing would train")
+    return labels
+
+
 def make_optimizer(cfg: OptimConfig, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
     schedule = make_schedule(cfg, total_steps)
     parts = []
@@ -144,7 +176,17 @@ def make_optimizer(cfg: OptimConfig, total_steps: int) -> tuple[optax.GradientTr
     )
     if cfg.ema_decay is not None and not 0.0 <= cfg.ema_decay < 1.0:
         raise ConfigError(f"optim.ema_decay: must be in [0, 1) or None, got {cfg.ema_decay}")
-    return optax.chain(*parts), schedule
+    tx = optax.chain(*parts)
+    patterns = tuple(cfg.frozen or ())
+    if patterns:
+        for pat in patterns:  # bad syntax fails here; unmatched patterns when the state is built
+            try:
+                re.compile(str(pat))
+            except re.error as e:
+                raise ConfigError(f"optim.frozen: bad regular expression {pat!r}: {e}") from e
+        tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()},
+                                   lambda params: frozen_labels(params, patterns))
+    return tx, schedule
 
 
 def ema_decay_at(decay: float, step: Any, warmup: bool = True) -> Any:

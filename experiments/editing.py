@@ -46,6 +46,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 KINDS = ("inbetween", "prefix", "suffix", "keep_lower", "keep_upper", "semantic")
+RAMPS = ("smooth", "linear", "septic", "minjerk")
 
 
 def request_for(kind: str, text: str, n: int, groups: int):
@@ -63,6 +64,19 @@ def request_for(kind: str, text: str, n: int, groups: int):
     if kind == "keep_upper":
         return make_request(text, n, keep_joints="upper", num_groups=groups)
     return make_request(text, n, num_groups=groups)
+
+
+def wide_seam(row: dict, src_joints, ed_joints, window: int) -> dict:
+    """``row`` plus ``seam_jerk_wide`` / ``source_seam_jerk_wide``: the seam jerk of the edit and
+    of the source within ``window`` frames of the seams (None without seams)."""
+    from mmar.eval.editing import seam_jerk
+
+    seams = row.get("seam_frames")
+    row["seam_jerk_wide"] = row["source_seam_jerk_wide"] = None
+    if seams:
+        row["seam_jerk_wide"] = seam_jerk(ed_joints, seams, 20.0, window)
+        row["source_seam_jerk_wide"] = seam_jerk(src_joints, seams, 20.0, window)
+    return row
 
 
 def _mean(xs):
@@ -92,7 +106,9 @@ def main(argv=None) -> int:
     ap.add_argument("--fade", type=int, default=16, help="cross-fade frames of the compositing")
     ap.add_argument("--keep-from", choices=("source", "decoding"), default="source",
                     help="where the composited kept frames come from")
-    ap.add_argument("--ramp", choices=("smooth", "linear", "minjerk"), default="smooth", help="cross-fade shape")
+    ap.add_argument("--ramp", choices=RAMPS, default="smooth", help="cross-fade shape")
+    ap.add_argument("--wide-window", type=int, default=24,
+                    help="frames either side of a seam for the wide seam jerk (the whole fade of every blend)")
     ap.add_argument("--also", default="",
                     help="more seam blends scored on the same samples, RAMP:FADE[,RAMP:FADE...] "
                          "(e.g. smooth:24,minjerk:16; temporal kinds; kept frames from --keep-from)")
@@ -105,8 +121,8 @@ def main(argv=None) -> int:
     also = []
     for item in filter(None, args.also.split(",")):
         ramp, _, fade = item.partition(":")
-        if ramp not in ("smooth", "linear", "minjerk") or not fade.isdigit():
-            ap.error(f"--also takes RAMP:FADE items (ramp smooth|linear|minjerk), got {item!r}")
+        if ramp not in RAMPS or not fade.isdigit():
+            ap.error(f"--also takes RAMP:FADE items (ramp {'|'.join(RAMPS)}), got {item!r}")
         also.append((ramp, int(fade)))
 
     from rich.progress import track
@@ -180,7 +196,8 @@ def main(argv=None) -> int:
                 for ramp, fade in also:
                     kept_motion = feats if args.keep_from == "source" else res.recon
                     e2 = composite_kept_frames(ed, kept_motion, req, fade=fade, ramp=ramp)[0, :n]
-                    r2 = summarize_edit(src_joints, np.asarray(recover_from_ric(e2, 22), np.float32), req, 20.0)
+                    e2_j = np.asarray(recover_from_ric(e2, 22), np.float32)
+                    r2 = wide_seam(summarize_edit(src_joints, e2_j, req, 20.0), src_joints, e2_j, args.wide_window)
                     extra[(ramp, fade), kind].append(r2)
             if args.composite:
                 kept_motion = feats if args.keep_from == "source" else res.recon
@@ -188,7 +205,7 @@ def main(argv=None) -> int:
             ed = ed[0, :n]
             rec_j = np.asarray(recover_from_ric(res.recon[:n], 22), np.float32)
             ed_j = np.asarray(recover_from_ric(ed, 22), np.float32)
-            row = summarize_edit(src_joints, ed_j, req, 20.0, rec_j)
+            row = wide_seam(summarize_edit(src_joints, ed_j, req, 20.0, rec_j), src_joints, ed_j, args.wide_window)
             cells = kept_cells_mask(req, n, 22)[:, 1:]  # pelvis excluded: its local position is 0
             if cells.any():  # local (root-relative, heading-free) positions: HumanML3D ric features
                 local = lambda f: f[:, 4:67].reshape(n, 21, 3)  # noqa: E731
@@ -231,11 +248,14 @@ def main(argv=None) -> int:
             "edit_jerk": _mean(x["edit_jerk"] for x in r),
             "seam_jerk": _mean(x["seam_jerk"] for x in r),
             "source_seam_jerk": _mean(x["source_seam_jerk"] for x in r),
+            "seam_jerk_wide": _mean(x["seam_jerk_wide"] for x in r),
+            "source_seam_jerk_wide": _mean(x["source_seam_jerk_wide"] for x in r),
             "edited_change_cm": _mean(x["edited_change_cm"] for x in r),
             "t2m": t2m(emb[kind]),
         }
         t = table[kind]
         t["seam_over_source_ci95"] = _ratio_ci([(x["seam_jerk"], x["source_seam_jerk"]) for x in r])
+        t["wide_over_source_ci95"] = _ratio_ci([(x["seam_jerk_wide"], x["source_seam_jerk_wide"]) for x in r])
         if t["seam_jerk"] is not None:
             t["seam_over_recon_jerk"] = t["seam_jerk"] / t["recon_jerk"]
             t["seam_over_edit_jerk"] = t["seam_jerk"] / t["edit_jerk"]
@@ -246,13 +266,16 @@ def main(argv=None) -> int:
         if not r:
             continue
         b = {key: _mean(x[key] for x in r) for key in ("seam_jerk", "source_seam_jerk", "data_jerk", "edit_jerk",
-                                                        "kept_error_cm", "kept_error_root_cm", "edited_change_cm")}
+                                                        "kept_error_cm", "kept_error_root_cm", "edited_change_cm",
+                                                        "seam_jerk_wide", "source_seam_jerk_wide")}
         b["seam_over_source"] = b["seam_jerk"] / b["source_seam_jerk"]
         b["seam_over_source_ci95"] = _ratio_ci([(x["seam_jerk"], x["source_seam_jerk"]) for x in r])
+        b["wide_over_source_ci95"] = _ratio_ci([(x["seam_jerk_wide"], x["source_seam_jerk_wide"]) for x in r])
         blends.setdefault(f"{ramp}:{fade}", {})[kind] = b
     if blends:
         table["blends"] = blends
-    out = {"checkpoint": str(run.checkpoint), "decoder": args.decoder, "task": run.config.task, "evaluator": ev.info if ev else None,
+    out = {"checkpoint": str(run.checkpoint), "decoder": args.decoder, "task": run.config.task,
+           "evaluator": ev.info if ev else None, "wide_window": args.wide_window,
            "composite": {"on": args.composite, "keep_from": args.keep_from, "fade": args.fade, "ramp": args.ramp},
            "motions": len(picks), "pool_size": pool, "seconds": round(seconds, 1), "table": table}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -630,7 +630,7 @@ multi-host training (docs/design.md, "Multi-host training"):
                     help="temporal edits: where kept frames come from: the source's own frames (default) or the "
                     "source through the tokenizer")
     ed.add_argument("--fade", type=int, default=16, help="temporal edits: cross-fade frames at each seam (default 16)")
-    ed.add_argument("--ramp", choices=("smooth", "linear", "minjerk"), default="smooth",
+    ed.add_argument("--ramp", choices=("smooth", "linear", "septic", "minjerk"), default="smooth",
                     help="temporal edits: cross-fade shape (default smooth: quintic smootherstep; minjerk: a "
                          "minimum-jerk offset matching value, velocity and acceleration at each seam)")
     ed.add_argument("--decoder", default=None, metavar="RUN", help="decode with the decoder of this tokenizer run "

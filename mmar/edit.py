@@ -673,7 +673,7 @@ def keep_root_channels(edited: np.ndarray, source_features: np.ndarray, request:
     return out
 
 
-RAMPS = ("smooth", "linear", "minjerk")
+RAMPS = ("smooth", "linear", "septic", "minjerk")
 KEEP_FROM = ("source", "decoding")
 
 
@@ -682,8 +682,10 @@ def fade_weights(kept: np.ndarray, fade: int, ramp: str = "smooth") -> np.ndarra
     falling to 0 over ``fade`` frames on the edited side of each seam. ``ramp="linear"``:
     ``1 - d / (fade + 1)`` at ``d`` frames from the nearest kept frame; ``"smooth"``: the same
     through the quintic smootherstep ``6x^5 - 15x^4 + 10x^3``, whose first and second
-    derivatives vanish at both ends, so that the blend adds no kink (and no jerk spike) where
-    the fade starts and stops."""
+    derivatives vanish at both ends, so that the blend adds no kink where the fade starts and
+    stops; ``"septic"``: through ``-20x^7 + 70x^6 - 84x^5 + 35x^4``, whose third derivative
+    vanishes there too (the blend adds no step in jerk at the seam; its largest third
+    derivative, 52.5 / fade^3, is mid-fade, where the quintic's 60 / fade^3 is at the ends)."""
     if ramp not in RAMPS:
         raise ConfigError(f"cross-fade ramp must be one of {RAMPS}, got {ramp!r}")
     if ramp == "minjerk":
@@ -701,6 +703,8 @@ def fade_weights(kept: np.ndarray, fade: int, ramp: str = "smooth") -> np.ndarra
     x = np.clip(1.0 - d / (fade + 1), 0.0, 1.0)
     if ramp == "smooth":
         x = x * x * x * (x * (6.0 * x - 15.0) + 10.0)
+    elif ramp == "septic":
+        x = x ** 4 * (35.0 + x * (-84.0 + x * (70.0 - 20.0 * x)))
     return x.astype(np.float32)
 
 

@@ -492,6 +492,21 @@ def test_fade_weights_smooth_ramp_has_no_kink_and_matches_linear_ends():
         E.fade_weights(kept, -1)
 
 
+def test_fade_weights_septic_ramp_has_no_jerk_step_at_the_ends():
+    """The septic ramp's third difference is small where the fade starts and stops, where the
+    quintic's is largest (the septic's peaks mid-fade instead)."""
+    kept = np.zeros(60)
+    kept[:16] = 1
+    smo = E.fade_weights(kept, 24, "smooth").astype(np.float64)
+    sep = E.fade_weights(kept, 24, "septic").astype(np.float64)
+    assert sep[:16].tolist() == [1.0] * 16 and sep[41:].tolist() == [0.0] * 19 and np.all(np.diff(sep[15:41]) < 0)
+    np.testing.assert_allclose(sep[27] + sep[28], 1.0, atol=1e-6)  # symmetric about the middle of the fade
+    d3s, d3p = np.abs(np.diff(smo, 3)), np.abs(np.diff(sep, 3))
+    assert d3p[13] < 0.25 * d3s[13] and d3p[14] < 0.5 * d3s[14]  # the first frames of the fade: little jerk added
+    assert d3p[38] < 0.5 * d3s[38] and d3p[39] < 0.25 * d3s[39]  # and the last
+    assert np.argmax(d3p) in (26, 27, 28) and np.argmax(d3s) in (14, 38)  # where each puts its largest
+
+
 def test_composite_kept_frames_from_the_source_itself():
     ed = np.zeros((1, 48, 263), np.float32)
     src = np.full((40, 263), 2.0, np.float32)  # the source: exactly T frames, shorter than the padded edit

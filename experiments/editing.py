@@ -4,6 +4,10 @@ MoScale) run, scored against the source and by the text-motion evaluator.
     .venv/bin/python experiments/editing.py --checkpoint runs/scalemogen_small/best \\
         --evaluator runs/t2m_eval --motions 64 --out runs/edit_scalemogen.json
 
+``--decoder RUN`` decodes with a tokenizer run's decoder fine-tuned alone
+(``configs/scalemogen_vqvae_smooth.py``; ``mmar edit --decoder``); ``--also RAMP:FADE,...``
+scores extra blends on the very same samples.
+
 Edits go through :func:`mmar.edit.keep_root_channels` as ``mmar edit`` does by default (body-part
 edits that keep the root get the source's root velocities back). For ``--motions`` test motions (a fixed random choice; each cut to its first ``min(T, 196)``
 frames, a multiple of 4) and a new caption each (the caption of another test motion with
@@ -20,7 +24,9 @@ removed, i.e. the pose whatever way the body faces) beside the tokenizer's own r
 (m/s^3, means over the motions): of the source (``data``), of the source decoded through the
 tokenizer (``recon``: decoded motion carries frame-level noise that the third difference
 amplifies, so the decoder's own jerk is the fair reference), of the edit, and within 3 frames of
-the seams for the edit and the source, with their ratios; the mean change of the edited cells
+the seams for the edit and the source, with their ratios (and within ``--wide-window`` frames,
+24 by default, which holds the whole fade of every blend: a blend that only moves its jerk away
+from the seam shows there); the mean change of the edited cells
 (cm); and the T2M
 metrics of the edited motions against their *new* captions (R-precision in pools of 32,
 MM-Dist, FID against the training split) beside three references: the unedited sources against

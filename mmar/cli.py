@@ -631,8 +631,9 @@ multi-host training (docs/design.md, "Multi-host training"):
                     "source through the tokenizer")
     ed.add_argument("--fade", type=int, default=16, help="temporal edits: cross-fade frames at each seam (default 16)")
     ed.add_argument("--ramp", choices=("smooth", "linear", "septic", "minjerk"), default="smooth",
-                    help="temporal edits: cross-fade shape (default smooth: quintic smootherstep; minjerk: a "
-                         "minimum-jerk offset matching value, velocity and acceleration at each seam)")
+                    help="temporal edits: cross-fade shape (default smooth: quintic smootherstep; septic: degree 7, "
+                         "no jerk step at the seam; minjerk: a minimum-jerk offset matching value, velocity and "
+                         "acceleration at each seam)")
     ed.add_argument("--decoder", default=None, metavar="RUN", help="decode with the decoder of this tokenizer run "
                     "(its decoder fine-tuned alone, e.g. configs/scalemogen_vqvae_smooth.py); the encoder must be "
                     "the checkpoint's")

@@ -28,6 +28,12 @@ teacher-forced loss and bit accuracy on clean bits.
 Editing (:meth:`ScaleMoGenTask.edit`): the source is tokenized by the frozen tokenizer and
 regenerated with a new text under :func:`mmar.models.scalemogen.edit_bits`'s rule (see
 :mod:`mmar.edit`).
+
+A smoother decoder (:meth:`~mmar.tasks.moscale.MoScaleTask.with_decoder`, ``mmar edit/generate
+--decoder RUN``): the decoder-side params (:attr:`ScaleMoGenTask.decoder_params`: ``project_out``,
+``decoder``, ``joint_out``) of a tokenizer run fine-tuned with its encoder frozen
+(``configs/scalemogen_vqvae_smooth.py``) replace the checkpoint's; the codes, and so this
+predictor, stay valid.
 """
 from __future__ import annotations
 

@@ -281,7 +281,8 @@ def main(argv=None) -> int:
     if blends:
         table["blends"] = blends
     out = {"checkpoint": str(run.checkpoint), "decoder": args.decoder, "task": run.config.task,
-           "evaluator": ev.info if ev else None, "wide_window": args.wide_window,
+           "evaluator": ev.info if ev else None, "fingerprint": ev.fingerprint if ev else None,
+           "wide_window": args.wide_window,
            "composite": {"on": args.composite, "keep_from": args.keep_from, "fade": args.fade, "ramp": args.ramp},
            "motions": len(picks), "pool_size": pool, "seconds": round(seconds, 1), "table": table}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -188,6 +188,35 @@ def test_a_registered_task_named_by_its_module_path_is_the_same_task():
     assert config_changes({"task": "mypkg.tasks.x"}, {"task": "x"})  # outside the registry: names differ
 
 
+def test_a_run_saved_before_a_field_existed_resumes_when_the_field_keeps_its_default(tmp_path):
+    """A field added to a config class after a run was saved (absent from its config.json) is no
+    change while it holds its default; set to anything else it is one."""
+    from _toy_task import ToyTask, toy_config
+    from mmar.train import train
+    from mmar.train.config import config_defaults, config_to_dict, resume_conflicts
+
+    cfg = toy_config(steps=2, ckpt_every=2)
+    new = config_to_dict(cfg)
+    old = {**new, "optim": {k: v for k, v in new["optim"].items() if k != "frozen"},
+           "train": {k: v for k, v in new["train"].items() if k != "init_from"}}
+    defaults = config_defaults(cfg)
+    assert defaults["optim.frozen"] == [] and defaults["train.init_from"] is None
+    assert defaults["model.width"] == 16  # task sections too
+    assert resume_conflicts(old, new) and resume_conflicts(old, new, defaults) == []
+    changed = config_to_dict(toy_config(steps=2, ckpt_every=2, optim=dict(frozen=("^out/",))))
+    assert resume_conflicts(old, changed, defaults) == ["optim.frozen: '<absent>' -> ['^out/']"]
+    # end to end: a run whose config.json predates the fields resumes
+    wd = tmp_path / "run"
+    train(ToyTask(cfg), cfg, wd)
+    payload = json.loads((wd / "config.json").read_text())
+    for entry in [payload] + payload.get("config_history", []):
+        entry["config"]["optim"].pop("frozen")
+        entry["config"]["train"].pop("init_from")
+    (wd / "config.json").write_text(json.dumps(payload))
+    state, _ = train(ToyTask(cfg), cfg, wd)  # no ConfigError: nothing changed
+    assert int(state.step) == 2
+
+
 def _experiment_files():
     from conftest import REPO_ROOT
 

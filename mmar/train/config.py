@@ -73,6 +73,7 @@ __all__ = [
     "flatten_config",
     "config_changes",
     "resume_conflicts",
+    "config_defaults",
     "config_history",
     "load_saved_config",
 ]
@@ -464,13 +465,43 @@ def _task_name(task: str) -> str:
     return task[len(prefix):] if task.startswith(prefix) and task[len(prefix):] in TASKS else task
 
 
-def resume_conflicts(old: dict, new: dict) -> list[str]:
+def config_defaults(cfg: Any) -> dict[str, Any]:
+    """The flattened JSON default of every field of the typed ``cfg`` whose section dataclass
+    can be built with no arguments (``{"optim.frozen": [], "model.jerk_weight": 0.0, ...}``)."""
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if not (dataclasses.is_dataclass(node) and not isinstance(node, type)):
+            return
+        try:
+            base = type(node)()
+        except Exception:  # noqa: BLE001 (a section without defaults: its fields have none)
+            base = None
+        for f in dataclasses.fields(node):
+            key = f"{prefix}.{f.name}" if prefix else f.name
+            value = getattr(node, f.name)
+            if dataclasses.is_dataclass(value) and not isinstance(value, type):
+                walk(value, key)
+            elif base is not None:
+                out.update(flatten_config(json.loads(json.dumps(config_to_dict(getattr(base, f.name)))), key))
+
+    walk(cfg, "")
+    return out
+
+
+def resume_conflicts(old: dict, new: dict, defaults: dict | None = None) -> list[str]:
     """The changes of :func:`config_changes` that resuming without ``allow_config_change``
-    refuses, as ``"field: old -> new"`` lines (see :data:`RESUME_FREE_FIELDS`)."""
+    refuses, as ``"field: old -> new"`` lines (see :data:`RESUME_FREE_FIELDS`). With
+    ``defaults`` (:func:`config_defaults`), a field the old config lacks and the new one holds at
+    its default is no change: the run was saved before the field existed, and a new field's
+    default keeps what the code did before it."""
     flat = flatten_config(new)
     stretched = flat.get("optim.schedule") == "cosine" and flat.get("optim.decay_steps") is None
+    defaults = defaults or {}
     out = []
     for key, a, b in config_changes(old, new):
+        if a == _ABSENT and key in defaults and defaults[key] == b:
+            continue
         if key == "train.steps" and stretched:
             out.append(f"{key}: {a!r} -> {b!r} (stretches the cosine schedule, optim.decay_steps is None)")
         elif key not in RESUME_FREE_FIELDS:

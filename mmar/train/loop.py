@@ -92,6 +92,7 @@ from mmar.train.config import (
     CONFIG_FILENAME,
     Config,
     config_changes,
+    config_defaults,
     config_history,
     config_overrides,
     config_to_dict,
@@ -364,7 +365,7 @@ def check_run_config(cfg: Config, workdir: Path, allow_change: bool) -> list[dic
             return []
         raise ConfigError(f"{workdir}: has checkpoints but no readable {CONFIG_FILENAME} or checkpoint config to "
                           f"compare with; pass --allow-config-change to resume it with this config")
-    conflicts = resume_conflicts(old, config_to_dict(cfg))
+    conflicts = resume_conflicts(old, config_to_dict(cfg), config_defaults(cfg))
     if conflicts and not allow_change:
         more = f"; and {len(conflicts) - 6} more" if len(conflicts) > 6 else ""
         raise ConfigError(

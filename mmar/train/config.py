@@ -35,7 +35,9 @@ Resuming a run (:func:`mmar.train.train`) compares the new config with the run's
 Only the fields of :data:`RESUME_FREE_FIELDS` may differ without ``allow_config_change``: they
 change how the loop logs, saves and lays out devices, not what a step computes;
 ``train.steps`` too (extending a run), unless the cosine schedule is stretched over it
-(``optim.decay_steps`` None). Every other difference, evaluation-only fields included, is refused.
+(``optim.decay_steps`` None). Every other difference, evaluation-only fields included, is refused,
+except a field the saved config lacks (added to the code after the run was saved) that holds its
+default (:func:`config_defaults`): a new field's default keeps what the code did before it.
 ``config_history`` lists which steps ran under which config: entries ``{"from_step", "config",
 "overrides", "changed"}``, one more each time a resume runs under a config that differs from the
 last entry (``changed``: ``{field: [old, new]}``); steps ``[from_step, next entry's from_step)``

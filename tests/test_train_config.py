@@ -239,3 +239,7 @@ def test_every_experiment_config_loads(path):
     json.dumps(d)
     assert config_to_dict(config_from_dict(d, base=load_config(path))) == d
     assert dataclasses.asdict(cfg.model)
+    from mmar.train.config import config_defaults, flatten_config
+
+    defaults = config_defaults(cfg)  # what a resume compares new fields with
+    assert set(defaults) <= set(flatten_config(json.loads(json.dumps(d)))) and "optim.lr" in defaults

@@ -485,7 +485,10 @@ def config_defaults(cfg: Any) -> dict[str, Any]:
             if dataclasses.is_dataclass(value) and not isinstance(value, type):
                 walk(value, key)
             elif base is not None:
-                out.update(flatten_config(json.loads(json.dumps(config_to_dict(getattr(base, f.name)))), key))
+                try:
+                    out.update(flatten_config(json.loads(json.dumps(config_to_dict(getattr(base, f.name)))), key))
+                except (TypeError, ValueError):  # not JSON: no default to compare with
+                    pass
 
     walk(cfg, "")
     return out

@@ -526,7 +526,7 @@ def create_state(ctx: TrainContext, gbatch: Any, start_step: int | None) -> tupl
     if start_step is None:
         state = jax.jit(init_state, out_shardings=shardings)(rng0, gbatch)
         if tcfg.init_from:
-            state = warm_start(state, shardings, tcfg.init_from, announce_to=ctx.is_main)
+            state = warm_start(state, tcfg.init_from, announce_to=ctx.is_main)
         return state, shardings
     target = jax.tree_util.tree_map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
     state = ctx.ckpt.restore(target, start_step).state
@@ -546,7 +546,7 @@ def _structure_problems(mine: Any, theirs: Any) -> list[str]:
     return out
 
 
-def warm_start(state: TrainState, shardings: Any, source: str, *, announce_to: bool = True) -> TrainState:
+def warm_start(state: TrainState, source: str, *, announce_to: bool = True) -> TrainState:
     """``state`` with its params (and EMA copy), and every extra collection the run also has,
     taken from the run at ``source`` (``train.init_from``); the optimizer state stays fresh.
     The trees must match leaf for leaf in path and shape, or :class:`ConfigError` lists where

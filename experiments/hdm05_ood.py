@@ -102,31 +102,6 @@ def hdm05_arrays(archive: Path, fps: float) -> tuple[dict, dict]:
     return arrays, info
 
 
-def nn_predict(nn, clips: dict) -> dict:
-    """``nn.predict`` of every clip, with the queries of all clips searched together (the same
-    result; one clip at a time pads each to a whole search chunk)."""
-    import jax.numpy as jnp
-
-    from mmar.geometry_np import body_in_world, matrix_to_rot6d, rot6d_to_matrix
-    from mmar.models.nearest import lookup_features
-
-    names = list(clips)
-    feats, hts = lookup_features([np.asarray(clips[n]["sparse"]) for n in names], nn.facing_axis, nn.pos_weight,
-                                 nn.vel_frames)
-    F = np.concatenate(feats)
-    pad = (-len(F)) % nn.chunk
-    Fq = jnp.pad(jnp.asarray(F), ((0, pad), (0, 0)))
-    idx = np.concatenate([np.asarray(nn._search(Fq[i:i + nn.chunk])) for i in range(0, len(Fq), nn.chunk)])
-    out, start = {}, 0
-    for n, f, Ht in zip(names, feats, hts):
-        a = clips[n]
-        rot = nn.rot6d[idx[start:start + len(f)]].copy()
-        start += len(f)
-        rot[:, 0] = matrix_to_rot6d(Ht @ rot6d_to_matrix(rot[:, 0]))
-        out[n] = {"rot6d": rot, "joints": body_in_world(rot, a["offsets"], a["sparse"]), "fps": a["fps"]}
-    return out
-
-
 def groups_for(names) -> dict:
     g = {"all": lambda n: True}
     for act in sorted({action_of(n) for n in names}):
@@ -182,7 +157,7 @@ def main() -> None:
     print(f"[3/4] predicting: nearest-neighbour floor (stride {args.stride}) and {len(args.run)} run(s)")
     nn = NearestNeighbor(stride=args.stride).fit([a["sparse"] for a in bench["train"].values()],
                                                  [a["rot6d"] for a in bench["train"].values()])
-    models = {"nearest neighbour (floor)": lambda clips: nn_predict(nn, clips)}
+    models = {"nearest neighbour (floor)": nn.predict_clips}
     runs_info = {}
     for path in args.run:
         from mmar.run import load

@@ -79,10 +79,7 @@ def main() -> None:
     pred = run.task.predict_clips(run.variables, test, progress=True)
     nn = NearestNeighbor(stride=4).fit([a["sparse"] for a in bench["train"].values()],
                                        [a["rot6d"] for a in bench["train"].values()])
-    nn_pred = {}
-    for name, a in test.items():
-        rot, joints = nn.predict(a["sparse"], a["offsets"])
-        nn_pred[name] = {"rot6d": rot, "joints": joints, "fps": a["fps"]}
+    nn_pred = nn.predict_clips(test)
     rows = {"Mem-MLP (quickstart)": grouped_metrics(pred, test), "nearest neighbour": grouped_metrics(nn_pred, test)}
     table = markdown_table(rows)
     (out / "metrics.json").write_text(json.dumps(rows, indent=1))

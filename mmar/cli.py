@@ -338,6 +338,8 @@ def cmd_eval(args) -> int:
     result = {**out["metrics"], "checkpoint": out["checkpoint"], "skipped": skipped}
     if turn is not None:
         result["turn"] = turn
+    if getattr(args, "per_clip", False):  # for tools/compare_runs.py (paired intervals over clips)
+        result["per_clip"] = out["per_clip"]
     text = _json(result)
     if args.out:
         _write_json(args.out, result)
@@ -543,6 +545,8 @@ multi-host training (docs/design.md, "Multi-host training"):
     e.add_argument("--yaw", type=float, default=None, metavar="DEG",
                    help="turn the clips by DEG degrees about the vertical axis through the origin before "
                         "predicting (heading invariance check; see docs/design.md, Heading frame)")
+    e.add_argument("--per-clip", action="store_true",
+                   help="also each clip's metrics, as \"per_clip\" (for tools/compare_runs.py: paired intervals)")
     e.add_argument("--shift", default=None, metavar="X,Z",
                    help="move the clips on the floor by X,Z metres (after --yaw; a negative X as --shift=-2,3)")
     g = e.add_argument_group("text-to-motion runs (mmar.eval.t2m_protocol)")

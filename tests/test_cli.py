@@ -188,6 +188,21 @@ def test_eval_says_what_it_skipped_and_which_step(agrol_run, tmp_path, capsys):
     assert "step 4" in capsys.readouterr().err
 
 
+def test_eval_per_clip_gives_each_clip_and_the_groups_average_them(agrol_run, tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(2):
+        _bvh(data / f"clip{i}.bvh", f"clip{i}", seed=i)
+    out = tmp_path / "m.json"
+    assert cli.main(["eval", "--checkpoint", str(agrol_run), "--data", str(data), "--out", str(out),
+                     "--workers", "1", "--per-clip"]) == 0
+    result = json.loads(out.read_text())
+    per_clip = result["per_clip"]
+    assert len(per_clip) == 2 and all(len(v) >= 8 for v in per_clip.values())
+    assert result["all"]["mpjpe_cm"] == pytest.approx(np.mean([v["mpjpe_cm"] for v in per_clip.values()]))
+    capsys.readouterr()
+
+
 def test_eval_checks_its_outputs_first(agrol_run, tmp_path, capsys):
     assert cli.main(["eval", "--checkpoint", str(agrol_run), "--out", str(tmp_path)]) == 2
     assert "is a directory" in capsys.readouterr().err

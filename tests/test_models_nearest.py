@@ -50,3 +50,16 @@ def test_retrieves_from_other_clips_not_itself():
     train = nn.rot6d[:, 1:].reshape(len(nn.rot6d), -1)
     for t in (5, 20):
         assert np.min(np.abs(train - rot[t, 1:].reshape(-1)).max(-1)) < 1e-6
+
+
+def test_predict_clips_equals_predict_per_clip():
+    clips = [random_smpl_clip(T=30 + 7 * i, name=f"c{i}") for i in range(4)]
+    arrays = {c.name: c.to_arrays() for c in clips}
+    nn = NearestNeighbor(stride=2, chunk=16).fit([arrays["c0"]["sparse"]], [arrays["c0"]["rot6d"]])
+    out = nn.predict_clips({n: arrays[n] for n in ("c1", "c2", "c3")})
+    assert list(out) == ["c1", "c2", "c3"] and nn.predict_clips({}) == {}
+    for n, p in out.items():
+        rot, joints = nn.predict(arrays[n]["sparse"], arrays[n]["offsets"])
+        np.testing.assert_array_equal(p["rot6d"], rot)
+        np.testing.assert_allclose(p["joints"], joints, atol=1e-6)
+        assert p["fps"] == arrays[n]["fps"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from mmar.eval.report import grouped_metrics
+from mmar.eval.report import clip_metrics_of, grouped_metrics
 
 __all__ = ["evaluate_run", "prediction_arrays", "evaluate_t2m_run", "t2m_eval_dataset"]
 
@@ -24,8 +24,8 @@ def evaluate_run(run, data: str | None = None, split: str = "test", workers: int
     """Evaluate a loaded run (:func:`mmar.run.load`) online on ``data`` (a BVH file, directory,
     archive or converted npz) or on the benchmark's ``split``.
 
-    Returns ``{"metrics": {group: metrics}, "checkpoint": {...}, "skipped": [errors],
-    "pred": {clip: arrays}, "gt": {clip: arrays}}``; ``checkpoint`` says which run directory
+    Returns ``{"metrics": {group: metrics}, "per_clip": {clip: metrics}, "checkpoint": {...},
+    "skipped": [errors], "pred": {clip: arrays}, "gt": {clip: arrays}}``; ``checkpoint`` says which run directory
     and step were evaluated (``{"run", "step", "dir", "skipped_steps"}``; ``skipped_steps``
     lists newer steps that could not be read, ``[{"step", "error"}]``, empty normally);
     ``skipped`` the input files or clips left out (unreadable, or NaN/Inf values).
@@ -41,7 +41,8 @@ def evaluate_run(run, data: str | None = None, split: str = "test", workers: int
     if transform is not None:
         gt = transform(gt)
     pred = run.task.predict_clips(run.variables, gt, progress=progress)
-    return {"metrics": grouped_metrics(pred, gt, fps),
+    per_clip = clip_metrics_of(pred, gt, fps)
+    return {"metrics": grouped_metrics(pred, gt, fps, per_clip=per_clip), "per_clip": per_clip,
             "checkpoint": _checkpoint_info(run),
             "skipped": skipped, "pred": pred, "gt": gt}
 

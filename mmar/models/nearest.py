@@ -117,3 +117,24 @@ class NearestNeighbor:
         rot[:, 0] = matrix_to_rot6d(Ht @ rot6d_to_matrix(rot[:, 0]))
         return rot, body_in_world(rot, offsets, sparse)
 
+    def predict_clips(self, clips) -> dict:
+        """:meth:`predict` of every clip of ``{name: {"sparse", "offsets", "fps"}}``, with the
+        queries of all clips searched together (the same result; one clip at a time pads each to
+        a whole search chunk). Returns ``{name: {"rot6d", "joints", "fps"}}``."""
+        names = list(clips)
+        if not names:
+            return {}
+        feats, hts = lookup_features([np.asarray(clips[n]["sparse"]) for n in names], self.facing_axis,
+                                     self.pos_weight, self.vel_frames)
+        F = np.concatenate(feats)
+        pad = (-len(F)) % self.chunk
+        Fq = jnp.pad(jnp.asarray(F, jnp.float32), ((0, pad), (0, 0)))
+        idx = np.concatenate([np.asarray(self._search(Fq[i:i + self.chunk])) for i in range(0, len(Fq), self.chunk)])
+        out, start = {}, 0
+        for n, f, Ht in zip(names, feats, hts):
+            a = clips[n]
+            rot = self.rot6d[idx[start:start + len(f)]].copy()
+            start += len(f)
+            rot[:, 0] = matrix_to_rot6d(Ht @ rot6d_to_matrix(rot[:, 0]))
+            out[n] = {"rot6d": rot, "joints": body_in_world(rot, a["offsets"], a["sparse"]), "fps": a["fps"]}
+        return out

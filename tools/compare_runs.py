@@ -74,13 +74,18 @@ def compare(evals: dict, metrics: list[str], resamples: int = 10000, seed: int =
     return rows
 
 
+def _fmt(x: float, sign: str = "") -> str:
+    """Two decimals, none from 100 up (jitter in m/s^3)."""
+    return f"{x:{sign},.0f}" if abs(x) >= 100 else f"{x:{sign}.2f}"
+
+
 def markdown(rows: list[dict]) -> str:
     lines = ["| comparison | group | metric | clips | baseline | other | other - baseline | 95% interval "
              "| clips where other is lower |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['other']} vs {r['base']} | {r['group']} | {r['metric']} | {r['clips']} | "
-                     f"{r['base_mean']:.2f} | {r['other_mean']:.2f} | {r['diff']:+.2f} | "
-                     f"[{r['ci_low']:+.2f}, {r['ci_high']:+.2f}] | {100 * r['other_lower']:.0f}% |")
+                     f"{_fmt(r['base_mean'])} | {_fmt(r['other_mean'])} | {_fmt(r['diff'], '+')} | "
+                     f"[{_fmt(r['ci_low'], '+')}, {_fmt(r['ci_high'], '+')}] | {100 * r['other_lower']:.0f}% |")
     return "\n".join(lines)
 
 

@@ -74,18 +74,19 @@ def compare(evals: dict, metrics: list[str], resamples: int = 10000, seed: int =
     return rows
 
 
-def _fmt(x: float, sign: str = "") -> str:
-    """Two decimals, none from 100 up (jitter in m/s^3)."""
-    return f"{x:{sign},.0f}" if abs(x) >= 100 else f"{x:{sign}.2f}"
+def _fmt(x: float, big: bool, sign: str = "") -> str:
+    """Two decimals; none for metrics of 100 and more (jitter in m/s^3)."""
+    return f"{x:{sign},.0f}" if big else f"{x:{sign}.2f}"
 
 
 def markdown(rows: list[dict]) -> str:
     lines = ["| comparison | group | metric | clips | baseline | other | other - baseline | 95% interval "
              "| clips where other is lower |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        big = max(abs(r["base_mean"]), abs(r["other_mean"])) >= 100
         lines.append(f"| {r['other']} vs {r['base']} | {r['group']} | {r['metric']} | {r['clips']} | "
-                     f"{_fmt(r['base_mean'])} | {_fmt(r['other_mean'])} | {_fmt(r['diff'], '+')} | "
-                     f"[{_fmt(r['ci_low'], '+')}, {_fmt(r['ci_high'], '+')}] | {100 * r['other_lower']:.0f}% |")
+                     f"{_fmt(r['base_mean'], big)} | {_fmt(r['other_mean'], big)} | {_fmt(r['diff'], big, '+')} | "
+                     f"[{_fmt(r['ci_low'], big, '+')}, {_fmt(r['ci_high'], big, '+')}] | {100 * r['other_lower']:.0f}% |")
     return "\n".join(lines)
 
 

@@ -2,7 +2,8 @@
 # The 60-minute CPU presets of the sparse-tracking models (README, "Sparse tracking on a CPU
 # budget"; docs/results.md, "Learning more per CPU-hour"): train each preset into ROOT and
 # evaluate it online on the test split (whole split and dataset-1, jitter beside the ground
-# truth's); Mem-MLP with its EMA weights, with and without IK.
+# truth's, and every clip's metrics for tools/compare_runs.py); Mem-MLP with its EMA weights, with
+# and without IK.
 #
 #   experiments/sparse_cpu_presets.sh ROOT [agrol|mem|motionmar|all]
 #
@@ -42,7 +43,7 @@ agrol() {
   local p; p=$(pin "${CORES_AGROL:-}")
   timed agrol_train $p "$py" -m mmar.cli train configs/agrol_mlp_41_cpu.py --workdir "$root/agrol" --set train.progress=false \
     $(scaled configs/agrol_mlp_41_cpu.py)
-  timed agrol_eval $p "$py" -m mmar.cli eval --checkpoint "$root/agrol" --out "$root/agrol_test.json"
+  timed agrol_eval $p "$py" -m mmar.cli eval --per-clip --checkpoint "$root/agrol" --out "$root/agrol_test.json"
 }
 mem() {
   local p; p=$(pin "${CORES_MEM:-}")
@@ -50,8 +51,8 @@ mem() {
     $(scaled configs/mem_mlp_vqvae_cpu.py)
   timed mem_train $p "$py" -m mmar.cli train configs/mem_mlp_41_cpu.py --workdir "$root/mem" \
     --set model.vqvae_workdir="$root/mem_vq" --set train.progress=false $(scaled configs/mem_mlp_41_cpu.py)
-  timed mem_eval_ik $p "$py" -m mmar.cli eval --checkpoint "$root/mem" --ema --set model.ik=true --out "$root/mem_test_ik.json"
-  timed mem_eval $p "$py" -m mmar.cli eval --checkpoint "$root/mem" --ema --out "$root/mem_test.json"
+  timed mem_eval_ik $p "$py" -m mmar.cli eval --per-clip --checkpoint "$root/mem" --ema --set model.ik=true --out "$root/mem_test_ik.json"
+  timed mem_eval $p "$py" -m mmar.cli eval --per-clip --checkpoint "$root/mem" --ema --out "$root/mem_test.json"
 }
 motionmar() {
   local p; p=$(pin "${CORES_MM:-}")
@@ -59,8 +60,8 @@ motionmar() {
     $(scaled configs/motionmar_vqvae_cpu.py)
   timed mm_train $p "$py" -m mmar.cli train configs/motionmar_cpu.py --workdir "$root/mm" \
     --set model.vqvae_workdir="$root/mm_vq" --set train.progress=false $(scaled configs/motionmar_cpu.py)
-  timed mm_eval $p "$py" -m mmar.cli eval --checkpoint "$root/mm" --out "$root/mm_test.json"
-  timed mm_eval_nomrn $p "$py" -m mmar.cli eval --checkpoint "$root/mm" --set model.refine=false --out "$root/mm_test_nomrn.json"
+  timed mm_eval $p "$py" -m mmar.cli eval --per-clip --checkpoint "$root/mm" --out "$root/mm_test.json"
+  timed mm_eval_nomrn $p "$py" -m mmar.cli eval --per-clip --checkpoint "$root/mm" --set model.refine=false --out "$root/mm_test_nomrn.json"
 }
 case $which in
   agrol) agrol ;;

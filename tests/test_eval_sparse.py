@@ -58,7 +58,9 @@ def test_identical_inputs_give_zero():
     for k in METRIC_KEYS:
         if k in ("jitter_m_s3", "gt_jitter_m_s3"):
             continue
-        assert m[k] == pytest.approx(0.0, abs=1e-9), k
+        # float32 inside: a newer XLA (jax 0.11.2) rounds the two identical branches of the
+        # rotation error differently, by about 4e-7 degrees; every other metric stays at 0
+        assert m[k] == pytest.approx(0.0, abs=1e-5 if k == "mpjre_deg" else 1e-9), k
     assert m["jitter_m_s3"] == pytest.approx(m["gt_jitter_m_s3"])
     assert m["gt_jitter_m_s3"] > 0
 

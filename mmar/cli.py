@@ -148,6 +148,10 @@ def cmd_render(args) -> int:
 
 #: ``mmar train`` splits a CPU into this many XLA devices (``MMAR_CPU_DEVICES``; 1 turns it off)
 CPU_DEVICES_ENV = "MMAR_CPU_DEVICES"
+#: how long one CPU device waits for the other at a collective before XLA aborts the process (XLA's
+#: default, 40 s, killed long runs on a host busy with other jobs)
+COLLECTIVE_TIMEOUT_S = 3600
+_COLLECTIVE_TIMEOUT_FLAG = "xla_cpu_collective_call_terminate_timeout_seconds"
 
 
 def split_cpu_devices(cfg) -> int:
@@ -158,7 +162,11 @@ def split_cpu_devices(cfg) -> int:
     "Two CPU devices"). Left alone when ``XLA_FLAGS`` already sets a device count, the config
     fixes the devices or mesh, the batch does not divide, the host has fewer cores, or a JAX
     backend is already up (the flag is read once). Harmless on accelerator hosts (the flag only
-    concerns the CPU platform). Returns the count set (0: unchanged)."""
+    concerns the CPU platform). The devices meet at every step's gradient all-reduce, and XLA
+    aborts the process when one waits for the other over 40 s, which a host busy with other
+    jobs can cause (seen twice on the 2-core machine); the wait allowed is raised to
+    :data:`COLLECTIVE_TIMEOUT_S` unless ``XLA_FLAGS`` sets it. Returns the count set (0:
+    unchanged)."""
     raw = os.environ.get(CPU_DEVICES_ENV, "2")
     try:
         n = int(raw)
@@ -176,7 +184,10 @@ def split_cpu_devices(cfg) -> int:
             return 0
     except (ImportError, AttributeError):
         return 0
-    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
+    add = f"--xla_force_host_platform_device_count={n}"
+    if "collective_call_terminate_timeout" not in flags:
+        add += f" --{_COLLECTIVE_TIMEOUT_FLAG}={COLLECTIVE_TIMEOUT_S}"
+    os.environ["XLA_FLAGS"] = f"{flags} {add}".strip()
     return n
 
 

@@ -289,6 +289,20 @@ def test_two_trainers_on_one_workdir_lose_nothing(toy_experiment, tmp_path):
     assert int(state.step) == 6 and min(h["step"] for h in history) > 4
 
 
+def _two_core_host_before_jax(monkeypatch):
+    """A toy config of batch 8 on a 2-core host whose JAX backend is not up yet."""
+    from jax._src import xla_bridge
+
+    from _toy_task import toy_config
+
+    cfg = toy_config()
+    cfg.train.batch_size = 8
+    monkeypatch.setattr(xla_bridge, "backends_are_initialized", lambda: False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.delenv("MMAR_CPU_DEVICES", raising=False)
+    return cfg
+
+
 def test_train_splits_the_cpu_into_two_devices_before_jax_starts(monkeypatch):
     """`mmar train` sets --xla_force_host_platform_device_count=2 (MMAR_CPU_DEVICES) when nothing
     else decides the devices and the batch divides; never once a backend is up, never over a
@@ -299,11 +313,7 @@ def test_train_splits_the_cpu_into_two_devices_before_jax_starts(monkeypatch):
     from mmar.cli import split_cpu_devices
     from mmar.errors import ConfigError
 
-    cfg = toy_config()
-    cfg.train.batch_size = 8
-    monkeypatch.setattr(xla_bridge, "backends_are_initialized", lambda: False)
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    monkeypatch.delenv("MMAR_CPU_DEVICES", raising=False)
+    cfg = _two_core_host_before_jax(monkeypatch)
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
     assert split_cpu_devices(cfg) == 2
     assert os.environ["XLA_FLAGS"] == ("--xla_cpu_enable_fast_math=false --xla_force_host_platform_device_count=2 "
@@ -337,16 +347,9 @@ def test_train_splits_the_cpu_into_two_devices_before_jax_starts(monkeypatch):
 def test_split_cpu_flags_are_known_to_this_jax(monkeypatch):
     """XLA aborts on an unknown flag: the flags `mmar train` adds must start this jaxlib (a
     renamed flag in a newer XLA fails here, not in a user's run)."""
-    from jax._src import xla_bridge
-
-    from _toy_task import toy_config
     from mmar.cli import split_cpu_devices
 
-    cfg = toy_config()
-    cfg.train.batch_size = 8
-    monkeypatch.setattr(xla_bridge, "backends_are_initialized", lambda: False)
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    monkeypatch.delenv("MMAR_CPU_DEVICES", raising=False)
+    cfg = _two_core_host_before_jax(monkeypatch)
     monkeypatch.setenv("XLA_FLAGS", "")
     assert split_cpu_devices(cfg) == 2
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}

@@ -33,10 +33,15 @@ print(f"--set train.steps={steps} --set train.eval_every={t.eval_every * k} "
       f"--set train.ckpt_every={min(t.ckpt_every * k or steps, 2000)}")
 PY
 }
-timed() {  # NAME CMD...: run, log, and record the wall time
+timed() {  # NAME CMD...: run, log, and record the wall time; a failure stops the model's chain
   local name=$1; shift
-  local t0; t0=$(date +%s)
-  "$@" > "$root/$name.log" 2>&1
+  local t0; t0=$(date +%s); local rc=0
+  "$@" > "$root/$name.log" 2>&1 || rc=$?
+  if (( rc )); then
+    echo "$name: failed after $(( $(date +%s) - t0 )) s, rc $rc (rerun to resume; $root/$name.log):" | tee -a "$root/times.txt" >&2
+    grep -v '^ *@' "$root/$name.log" | tail -n 3 >&2
+    return "$rc"
+  fi
   echo "$name: $(( $(date +%s) - t0 )) s" | tee -a "$root/times.txt"
 }
 agrol() {

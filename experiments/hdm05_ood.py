@@ -1,6 +1,8 @@
 """Bandai-trained sparse-to-full-body models on HDM05: motion, performer and skeleton never seen.
 
     .venv/bin/python experiments/hdm05_ood.py [--run RUN ...] [--out DIR]
+    # a run with the options of ``mmar eval`` (quoted as one argument):
+    .venv/bin/python experiments/hdm05_ood.py --run "runs/mem --ema --set model.ik=true --label Mem-MLP + IK"
 
 1. unpacks ``../shared/data/hdm05-sample/HDM05-bk.tar.xz`` (one HDM05 performer, "bk": the ASF
    skeleton and 65 AMC clips at 120 fps, 11 actions) into a temporary directory, reads every clip
@@ -8,7 +10,8 @@
    benchmark's rate (60 fps, as the Bandai test split is evaluated);
 2. builds the nearest-neighbour floor from the Bandai train split
    (``mmar.models.nearest.NearestNeighbor(stride=4)``, as in docs/results.md) and loads each
-   ``--run`` (a sparse-to-full-body run trained on Bandai, :func:`mmar.run.load`);
+   ``--run`` (a sparse-to-full-body run trained on Bandai, :func:`mmar.run.load`; after the path
+   it takes ``--ema``, ``--step N``, ``--set key=value`` as ``mmar eval`` does, and ``--label``);
 3. predicts online and measures the AGRoL metrics (:func:`mmar.eval.report.grouped_metrics`:
    per clip, averaged over clips; body placed by the tracked head; frame 0 skipped) on HDM05 as a
    whole and per action, and on the Bandai test split (whole, dataset-1) for comparison;
@@ -31,6 +34,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import sys
 import tarfile
 import tempfile
@@ -55,6 +59,39 @@ ACTIONS = {  # HDM05 motion class -> short label
     "throwBasketball": "throw",
 }
 _NAME = re.compile(r"^HDM_(?P<actor>[a-z]+)_(?P<action>.+)_(?P<take>\d{3})_(?P<fps>\d+)$")
+
+
+class _RunSpecParser(argparse.ArgumentParser):
+    def error(self, message):  # raise instead of exiting, so the caller can name the --run value
+        raise ValueError(message)
+
+
+def parse_run(spec: str) -> dict:
+    """One ``--run`` value, ``"RUN [--ema] [--step N] [--set key=value ...] [--label NAME]"``
+    (shell quoting), as ``{"path", "ema", "step", "overrides", "label"}``."""
+    p = _RunSpecParser(prog="--run", add_help=False)
+    p.add_argument("path")
+    p.add_argument("--ema", action="store_true")
+    p.add_argument("--step", type=int, default=None)
+    p.add_argument("--set", action="append", default=[], dest="overrides")
+    p.add_argument("--label", default=None)
+    try:
+        a = p.parse_args(shlex.split(spec))
+    except ValueError as e:
+        raise SystemExit(f"--run {spec!r}: {e} (expected: RUN [--ema] [--step N] [--set key=value ...] "
+                         f"[--label NAME])") from None
+    for o in a.overrides:
+        if "=" not in o:
+            raise SystemExit(f"--run {spec!r}: --set {o!r} is not key=value")
+    return vars(a)
+
+
+def run_label(spec: dict, task: str, workdir, step: int) -> str:
+    """The table label of a run: ``--label``, else task, folder, step and the options given."""
+    if spec["label"]:
+        return spec["label"]
+    extra = (["EMA"] if spec["ema"] else []) + list(spec["overrides"])
+    return f"{task} ({Path(workdir).name}, step {step}{''.join(', ' + e for e in extra)})"
 
 
 def action_of(name: str) -> str:
@@ -134,7 +171,9 @@ def main() -> None:
     ap.add_argument("--hdm05", default=None, help="HDM05-bk.tar.xz (default ../shared/data/hdm05-sample beside the "
                     "repository)")
     ap.add_argument("--data", default=None, help="Bandai data directory (default ../shared/data/bandai-namco)")
-    ap.add_argument("--run", action="append", default=[], help="a Bandai-trained sparse-to-full-body run (repeatable)")
+    ap.add_argument("--run", action="append", default=[], type=parse_run,
+                    help='a Bandai-trained sparse-to-full-body run (repeatable); "RUN [--ema] [--step N] '
+                         '[--set key=value ...] [--label NAME]" as one argument evaluates it as mmar eval would')
     ap.add_argument("--fps", type=float, default=60.0, help="benchmark frame rate (the runs' data.fps)")
     ap.add_argument("--stride", type=int, default=4, help="nearest-neighbour floor: every n-th training frame")
     ap.add_argument("--out", default="runs/hdm05_ood", help="directory for hdm05_ood.json / .md (metrics only)")
@@ -159,14 +198,18 @@ def main() -> None:
                                                  [a["rot6d"] for a in bench["train"].values()])
     models = {"nearest neighbour (floor)": nn.predict_clips}
     runs_info = {}
-    for path in args.run:
+    for spec in args.run:
         from mmar.run import load
 
-        run = load(path, benchmark=bench)
+        path = spec["path"]
+        run = load(path, overrides=spec["overrides"], step=spec["step"], ema=spec["ema"], benchmark=bench)
         if abs(float(run.config.data.fps) - args.fps) > 1e-6:
             raise SystemExit(f"{path}: trained at {run.config.data.fps:g} fps; pass --fps {run.config.data.fps:g}")
-        label = f"{run.config.task} ({Path(run.workdir).name}, step {run.step})"
-        runs_info[label] = {"workdir": str(run.workdir), "step": run.step, "task": run.config.task}
+        label = run_label(spec, run.config.task, run.workdir, run.step)
+        if label in models:
+            raise SystemExit(f"--run {path}: a second run labelled {label!r}; give each a --label")
+        runs_info[label] = {"workdir": str(run.workdir), "step": run.step, "task": run.config.task,
+                            "ema": spec["ema"], "overrides": spec["overrides"]}
         models[label] = (lambda r: (lambda clips: r.task.predict_clips(r.variables, clips, progress=True)))(run)
     hdm_groups = groups_for(hdm)
     rows_hdm, rows_bandai = {}, {}

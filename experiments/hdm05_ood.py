@@ -2,7 +2,7 @@
 
     .venv/bin/python experiments/hdm05_ood.py [--run RUN ...] [--out DIR]
     # a run with the options of ``mmar eval`` (quoted as one argument):
-    .venv/bin/python experiments/hdm05_ood.py --run "runs/mem --ema --set model.ik=true --label Mem-MLP + IK"
+    .venv/bin/python experiments/hdm05_ood.py --run "runs/mem --ema --set model.ik=true --label Mem-MLP, EMA + IK"
 
 1. unpacks ``../shared/data/hdm05-sample/HDM05-bk.tar.xz`` (one HDM05 performer, "bk": the ASF
    skeleton and 65 AMC clips at 120 fps, 11 actions) into a temporary directory, reads every clip
@@ -74,7 +74,7 @@ def parse_run(spec: str) -> dict:
     p.add_argument("--ema", action="store_true")
     p.add_argument("--step", type=int, default=None)
     p.add_argument("--set", action="append", default=[], dest="overrides")
-    p.add_argument("--label", default=None)
+    p.add_argument("--label", nargs="+", default=None)  # the rest of the words: no inner quotes needed
     try:
         a = p.parse_args(shlex.split(spec))
     except ValueError as e:
@@ -83,7 +83,9 @@ def parse_run(spec: str) -> dict:
     for o in a.overrides:
         if "=" not in o:
             raise SystemExit(f"--run {spec!r}: --set {o!r} is not key=value")
-    return vars(a)
+    spec = vars(a)
+    spec["label"] = " ".join(a.label) if a.label else None
+    return spec
 
 
 def run_label(spec: dict, task: str, workdir, step: int) -> str:

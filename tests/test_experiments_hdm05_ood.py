@@ -25,8 +25,10 @@ def test_a_run_takes_the_options_of_mmar_eval():
     assert spec["overrides"] == ["model.ik=true", "model.ik_iters=5"]
     assert (hdm05_ood.run_label(spec, "mem_mlp", spec["path"], 4000)
             == "mem_mlp (mem, step 4000, EMA, model.ik=true, model.ik_iters=5)")
-    named = hdm05_ood.parse_run("/tmp/runs/mem --ema --label 'Mem-MLP preset + IK'")
-    assert hdm05_ood.run_label(named, "mem_mlp", "/tmp/runs/mem", 5000) == "Mem-MLP preset + IK"
+    for label in ("--label 'Mem-MLP preset, EMA + IK'", "--label Mem-MLP preset, EMA + IK"):
+        named = hdm05_ood.parse_run(f"/tmp/runs/mem --ema {label} --set model.ik=true")
+        assert named["ema"] and named["overrides"] == ["model.ik=true"]
+        assert hdm05_ood.run_label(named, "mem_mlp", "/tmp/runs/mem", 5000) == "Mem-MLP preset, EMA + IK"
 
 
 @pytest.mark.parametrize("bad, says", [("/tmp/r --emma", "unrecognized arguments: --emma"),

@@ -97,6 +97,11 @@ def test_mem_mlp_ik_refines_online_predictions(runs, bench):
     for n in clips:
         assert ik[n]["rot6d"].shape == plain[n]["rot6d"].shape and np.all(np.isfinite(ik[n]["joints"]))
         assert not np.allclose(ik[n]["rot6d"], plain[n]["rot6d"])
+    cfg.model = dataclasses.replace(cfg.model, ik_smooth=0.1)  # frames in order, coupled
+    coupled = make_task(cfg, benchmark=bench).predict_clips(variables, clips)
+    for n in clips:
+        assert coupled[n]["rot6d"].shape == plain[n]["rot6d"].shape and np.all(np.isfinite(coupled[n]["joints"]))
+        assert not np.allclose(coupled[n]["rot6d"], ik[n]["rot6d"])
 
 
 def test_mem_mlp_checkpoint_is_self_contained(runs, monkeypatch):

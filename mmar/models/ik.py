@@ -11,6 +11,13 @@ over the 22 local 6D rotations ``r`` (132 numbers, root orientation included), w
 ``optax.lbfgs`` (zoom line search, memory 10) run for a fixed number of iterations (15, as in
 the paper) inside ``lax.fori_loop``; every frame is solved independently (``vmap``).
 The result is re-orthonormalised (6D -> matrix -> 6D).
+
+``smooth > 0`` (not in the paper) couples the frames of a sequence: they are solved in order
+(``lax.scan`` over time, causal, as a stream would), each started from the previous frame's
+solution and pulled toward it with ``smooth * || r - r_prev ||^2``. Per-frame solves of targets
+the skeleton cannot reach (a body of other proportions than the training data's) can settle in
+different minima on neighbouring frames, which shows as jitter (docs/results.md, "The current
+presets and the 4x runs on HDM05").
 """
 from __future__ import annotations
 
@@ -56,6 +63,7 @@ def ik_refine(
     reg: float = 1e-3,
     memory_size: int = 10,
     head_index: int = HEAD,
+    smooth: float = 0.0,
 ) -> Array:
     """Refine local rotations toward target joint positions with L-BFGS.
 
@@ -68,6 +76,9 @@ def ik_refine(
         target's head joint.
       iters: L-BFGS iterations (static; 15 in the paper).
       reg: weight of the pull toward ``rot6d_init``.
+      smooth: 0 solves every frame independently (the paper). Above 0 the axis before the
+        joints is time (``(..., T, J, 6)``): frames are solved in order, each started from the
+        previous frame's solution and pulled toward it with this weight.
 
     Returns:
       ``(..., J, 6)`` refined, orthonormal 6D rotations. Jit-able.
@@ -90,6 +101,23 @@ def ik_refine(
         offsets = jnp.broadcast_to(offsets, batch + (J, 3))
     except ValueError as e:
         raise ShapeError(f"ik_refine: offsets {tuple(offsets.shape)} do not broadcast to {batch + (J, 3)}") from e
+    if smooth:
+        if rot6d_init.ndim < 3:
+            raise ShapeError(f"ik_refine: smooth > 0 needs a time axis, (..., T, J, 6); got {tuple(rot6d_init.shape)}")
+        T = rot6d_init.shape[-3]
+        seq = _solve_sequence(
+            rot6d_init.reshape((-1, T, J, 6)),
+            target.reshape((-1, T, J, 3)),
+            head_pos.reshape((-1, T, 3)),
+            offsets.reshape((-1, T, J, 3)),
+            jnp.asarray(reg, rot6d_init.dtype),
+            jnp.asarray(smooth, rot6d_init.dtype),
+            parents=parents,
+            iters=int(iters),
+            memory_size=int(memory_size),
+            head_index=int(head_index),
+        )
+        return seq.reshape(batch + (J, 6))
     flat = _solve_frames(
         rot6d_init.reshape((-1, J, 6)),
         target.reshape((-1, J, 3)),
@@ -105,6 +133,42 @@ def ik_refine(
     return out.reshape(batch + (J, 6))
 
 
+def _lbfgs(fun, start, iters, memory_size):
+    """``iters`` L-BFGS steps on ``fun`` from ``start`` (fixed trip count)."""
+    opt = optax.lbfgs(memory_size=memory_size)
+    value_and_grad = optax.value_and_grad_from_state(fun)
+
+    def step(_, carry):
+        r, state = carry
+        value, grad = value_and_grad(r, state=state)
+        updates, state = opt.update(grad, state, r, value=value, grad=grad, value_fn=fun)
+        return optax.apply_updates(r, updates), state
+
+    r, _ = jax.lax.fori_loop(0, iters, step, (start, opt.init(start)))
+    return r
+
+
+@functools.partial(jax.jit, static_argnames=("parents", "iters", "memory_size", "head_index"))
+def _solve_sequence(r0s, targets, heads, offsets, reg, smooth, *, parents, iters, memory_size, head_index):
+    """``(N, T, J, 6)``: frames in order (``lax.scan``), each from the previous solution and pulled
+    toward it; the N sequences in parallel (vmap). The first frame's "previous" is its own init."""
+
+    def solve(r0, tgt, hp, off, prev):
+        def fun(r):
+            return ik_objective(r, r0, tgt, hp, off, parents, reg, head_index) + smooth * jnp.sum((r - prev) ** 2)
+
+        r = _lbfgs(fun, prev, iters, memory_size)
+        return geometry.matrix_to_rot6d(geometry.rot6d_to_matrix(r))
+
+    def frame(prev, xs):
+        r = jax.vmap(solve)(*xs, prev)
+        return r, r
+
+    xs = tuple(jnp.swapaxes(a, 0, 1) for a in (r0s, targets, heads, offsets))  # time first
+    _, rs = jax.lax.scan(frame, r0s[:, 0], xs)
+    return jnp.swapaxes(rs, 0, 1)
+
+
 @functools.partial(jax.jit, static_argnames=("parents", "iters", "memory_size", "head_index"))
 def _solve_frames(r0s, targets, heads, offsets, reg, *, parents, iters, memory_size, head_index):
     """L-BFGS on every frame of ``(N, J, 6)`` (offsets ``(N, J, 3)``) independently (vmap),
@@ -114,16 +178,6 @@ def _solve_frames(r0s, targets, heads, offsets, reg, *, parents, iters, memory_s
         def fun(r):
             return ik_objective(r, r0, tgt, hp, off, parents, reg, head_index)
 
-        opt = optax.lbfgs(memory_size=memory_size)
-        value_and_grad = optax.value_and_grad_from_state(fun)
-
-        def step(_, carry):
-            r, state = carry
-            value, grad = value_and_grad(r, state=state)
-            updates, state = opt.update(grad, state, r, value=value, grad=grad, value_fn=fun)
-            return optax.apply_updates(r, updates), state
-
-        r, _ = jax.lax.fori_loop(0, iters, step, (r0, opt.init(r0)))
-        return r
+        return _lbfgs(fun, r0, iters, memory_size)
 
     return jax.vmap(solve)(r0s, targets, heads, offsets)

@@ -67,6 +67,9 @@ class MemMLPModelConfig:
     pos_weight: float = 0.0
     ik: bool = False  # L-BFGS IK from the rotation head toward the position head at inference
     ik_iters: int = 15
+    # 0: every frame's IK solved on its own (the paper). >0: frames in order, each started from the
+    # previous frame's solution and pulled toward it with this weight (mmar.models.ik; not in the paper)
+    ik_smooth: float = 0.0
     vqvae_workdir: str | None = None  # the trained mlp_vqvae run (needed with use_memory and use_code)
     # architecture of that VQ-VAE (must match its run; see mmar.tasks.mlp_vqvae)
     vq_hidden: int = 256
@@ -182,11 +185,12 @@ class MemMLPTask(BenchmarkTask):
     def predict_batch(self, variables, sparse, offsets):
         vq_net = None if self.vq_model is None else self.vq_model.config
         return _predict(self.model_vars(variables), variables.get("vqvae"), sparse, offsets, net=self.net,
-                        vq_net=vq_net, ik_iters=int(self.m.ik_iters) if self.m.ik else 0)
+                        vq_net=vq_net, ik_iters=int(self.m.ik_iters) if self.m.ik else 0,
+                        ik_smooth=float(self.m.ik_smooth))
 
 
-@functools.partial(jax.jit, static_argnames=("net", "vq_net", "ik_iters"))
-def _predict(model_vars, vq_vars, sparse, offsets, *, net, vq_net, ik_iters):
+@functools.partial(jax.jit, static_argnames=("net", "vq_net", "ik_iters", "ik_smooth"))
+def _predict(model_vars, vq_vars, sparse, offsets, *, net, vq_net, ik_iters, ik_smooth=0.0):
     from mmar.models.mlp_vqvae import MLPVQVAE
 
     out = predict_clip(MemMLP(net), model_vars, sparse, None if vq_net is None else MLPVQVAE(vq_net), vq_vars)
@@ -194,7 +198,8 @@ def _predict(model_vars, vq_vars, sparse, offsets, *, net, vq_net, ik_iters):
     if ik_iters and out.get("pos") is not None:
         from mmar.models.ik import ik_refine
 
-        rot = ik_refine(rot, out["pos"], offsets[:, None], body.tracked_head(sparse), iters=ik_iters)
+        rot = ik_refine(rot, out["pos"], offsets[:, None], body.tracked_head(sparse), iters=ik_iters,
+                        smooth=ik_smooth)
     off = jnp.broadcast_to(offsets[:, None], rot.shape[:2] + offsets.shape[1:])
     return rot, body.body_in_world(rot, off, sparse)
 

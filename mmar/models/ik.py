@@ -13,11 +13,14 @@ the paper) inside ``lax.fori_loop``; every frame is solved independently (``vmap
 The result is re-orthonormalised (6D -> matrix -> 6D).
 
 ``smooth > 0`` (not in the paper) couples the frames of a sequence: they are solved in order
-(``lax.scan`` over time, causal, as a stream would), each started from the previous frame's
-solution and pulled toward it with ``smooth * || r - r_prev ||^2``. Per-frame solves of targets
-the skeleton cannot reach (a body of other proportions than the training data's) can settle in
-different minima on neighbouring frames, which shows as jitter (docs/results.md, "The current
-presets and the 4x runs on HDM05").
+(``lax.scan`` over time, causal, as a stream would), each from the network's rotations as
+before, with ``smooth * sum_j || pose(r)_j - pose(r_prev)_j ||^2`` added, ``pose`` being the FK
+joints relative to the head (the body's shape, not where it stands) and ``r_prev`` the previous
+frame's solution. On the Bandai test split it trades a little position error for less jitter;
+it does not remove the jitter IK adds on a body of other proportions (docs/results.md, "IK
+out of distribution: coupling the frames"). Pulling the rotations themselves toward the
+previous solution, or starting from it, lets the bones' twist (which no joint position sees)
+drift away from the network's, and was dropped for that.
 """
 from __future__ import annotations
 
@@ -77,8 +80,8 @@ def ik_refine(
       iters: L-BFGS iterations (static; 15 in the paper).
       reg: weight of the pull toward ``rot6d_init``.
       smooth: 0 solves every frame independently (the paper). Above 0 the axis before the
-        joints is time (``(..., T, J, 6)``): frames are solved in order, each started from the
-        previous frame's solution and pulled toward it with this weight.
+        joints is time (``(..., T, J, 6)``): frames are solved in order and each frame's
+        head-relative joints are pulled toward the previous solution's with this weight.
 
     Returns:
       ``(..., J, 6)`` refined, orthonormal 6D rotations. Jit-able.
@@ -150,14 +153,22 @@ def _lbfgs(fun, start, iters, memory_size):
 
 @functools.partial(jax.jit, static_argnames=("parents", "iters", "memory_size", "head_index"))
 def _solve_sequence(r0s, targets, heads, offsets, reg, smooth, *, parents, iters, memory_size, head_index):
-    """``(N, T, J, 6)``: frames in order (``lax.scan``), each from the previous solution and pulled
-    toward it; the N sequences in parallel (vmap). The first frame's "previous" is its own init."""
+    """``(N, T, J, 6)``: frames in order (``lax.scan``), each from its init with its head-relative
+    joints pulled toward the previous solution's; the N sequences in parallel (vmap). The first
+    frame's "previous" is its own init."""
+
+    def pose(r, off):  # joints relative to the head: the body's shape, not where it stands
+        _, j = fk_rot6d(r, off, parents)
+        return j - j[head_index]
 
     def solve(r0, tgt, hp, off, prev):
-        def fun(r):
-            return ik_objective(r, r0, tgt, hp, off, parents, reg, head_index) + smooth * jnp.sum((r - prev) ** 2)
+        prev_pose = pose(prev, off)
 
-        r = _lbfgs(fun, prev, iters, memory_size)
+        def fun(r):
+            return (ik_objective(r, r0, tgt, hp, off, parents, reg, head_index)
+                    + smooth * jnp.sum((pose(r, off) - prev_pose) ** 2))
+
+        r = _lbfgs(fun, r0, iters, memory_size)
         return geometry.matrix_to_rot6d(geometry.rot6d_to_matrix(r))
 
     def frame(prev, xs):

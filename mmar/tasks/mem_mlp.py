@@ -67,9 +67,10 @@ class MemMLPModelConfig:
     pos_weight: float = 0.0
     ik: bool = False  # L-BFGS IK from the rotation head toward the position head at inference
     ik_iters: int = 15
-    # 0: every frame's IK solved on its own (the paper). >0: frames in order, each started from the
-    # previous frame's solution and pulled toward it with this weight (mmar.models.ik; not in the paper)
+    # 0: every frame's IK solved on its own (the paper). >0: frames in order, each frame's head-relative
+    # joints pulled toward the previous frame's solution with this weight (mmar.models.ik; not in the paper)
     ik_smooth: float = 0.0
+    ik_reg: float = 1e-3  # weight of the IK's pull toward the rotation head's output
     vqvae_workdir: str | None = None  # the trained mlp_vqvae run (needed with use_memory and use_code)
     # architecture of that VQ-VAE (must match its run; see mmar.tasks.mlp_vqvae)
     vq_hidden: int = 256
@@ -186,11 +187,11 @@ class MemMLPTask(BenchmarkTask):
         vq_net = None if self.vq_model is None else self.vq_model.config
         return _predict(self.model_vars(variables), variables.get("vqvae"), sparse, offsets, net=self.net,
                         vq_net=vq_net, ik_iters=int(self.m.ik_iters) if self.m.ik else 0,
-                        ik_smooth=float(self.m.ik_smooth))
+                        ik_smooth=float(self.m.ik_smooth), ik_reg=float(self.m.ik_reg))
 
 
-@functools.partial(jax.jit, static_argnames=("net", "vq_net", "ik_iters", "ik_smooth"))
-def _predict(model_vars, vq_vars, sparse, offsets, *, net, vq_net, ik_iters, ik_smooth=0.0):
+@functools.partial(jax.jit, static_argnames=("net", "vq_net", "ik_iters", "ik_smooth", "ik_reg"))
+def _predict(model_vars, vq_vars, sparse, offsets, *, net, vq_net, ik_iters, ik_smooth=0.0, ik_reg=1e-3):
     from mmar.models.mlp_vqvae import MLPVQVAE
 
     out = predict_clip(MemMLP(net), model_vars, sparse, None if vq_net is None else MLPVQVAE(vq_net), vq_vars)
@@ -199,7 +200,7 @@ def _predict(model_vars, vq_vars, sparse, offsets, *, net, vq_net, ik_iters, ik_
         from mmar.models.ik import ik_refine
 
         rot = ik_refine(rot, out["pos"], offsets[:, None], body.tracked_head(sparse), iters=ik_iters,
-                        smooth=ik_smooth)
+                        smooth=ik_smooth, reg=ik_reg)
     off = jnp.broadcast_to(offsets[:, None], rot.shape[:2] + offsets.shape[1:])
     return rot, body.body_in_world(rot, off, sparse)
 

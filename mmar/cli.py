@@ -149,8 +149,9 @@ def cmd_render(args) -> int:
 #: ``mmar train`` splits a CPU into this many XLA devices (``MMAR_CPU_DEVICES``; 1 turns it off)
 CPU_DEVICES_ENV = "MMAR_CPU_DEVICES"
 #: how long one CPU device waits for the other at a collective before XLA aborts the process (XLA's
-#: default, 40 s, killed long runs on a host busy with other jobs)
-COLLECTIVE_TIMEOUT_S = 3600
+#: default is 40 s; a wait that long has been a hang, not a slow host: docs/results.md, "The two
+#: devices and a busy host")
+COLLECTIVE_TIMEOUT_S = 600
 _COLLECTIVE_TIMEOUT_FLAG = "xla_cpu_collective_call_terminate_timeout_seconds"
 
 
@@ -163,10 +164,11 @@ def split_cpu_devices(cfg) -> int:
     fixes the devices or mesh, the batch does not divide, the host has fewer cores, or a JAX
     backend is already up (the flag is read once). Harmless on accelerator hosts (the flag only
     concerns the CPU platform). The devices meet at every step's gradient all-reduce, and XLA
-    aborts the process when one waits for the other over 40 s, which a host busy with other
-    jobs can cause (seen twice on the 2-core machine); the wait allowed is raised to
-    :data:`COLLECTIVE_TIMEOUT_S` unless ``XLA_FLAGS`` sets it. Returns the count set (0:
-    unchanged)."""
+    aborts the process when one waits for the other over 40 s; the wait allowed is set to
+    :data:`COLLECTIVE_TIMEOUT_S` unless ``XLA_FLAGS`` sets it. Rarely (three times on the 2-core
+    machine, each while other jobs shared it) the two devices hang at a collective; the run then
+    stops with XLA's "Termination timeout" and resumes from its checkpoint when rerun
+    (``MMAR_CPU_DEVICES=1`` avoids it). Returns the count set (0: unchanged)."""
     raw = os.environ.get(CPU_DEVICES_ENV, "2")
     try:
         n = int(raw)

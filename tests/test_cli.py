@@ -317,7 +317,7 @@ def test_train_splits_the_cpu_into_two_devices_before_jax_starts(monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
     assert split_cpu_devices(cfg) == 2
     assert os.environ["XLA_FLAGS"] == ("--xla_cpu_enable_fast_math=false --xla_force_host_platform_device_count=2 "
-                                       "--xla_cpu_collective_call_terminate_timeout_seconds=3600")
+                                       "--xla_cpu_collective_call_terminate_timeout_seconds=600")
     assert split_cpu_devices(cfg) == 0  # already set: unchanged
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_collective_call_terminate_timeout_seconds=60")
     assert split_cpu_devices(cfg) == 2  # the user's own timeout stays
